@@ -59,7 +59,8 @@ def check_register(
                 problems.append(
                     RegisterProblem(
                         f"{where(section, i)}.id",
-                        f"duplicate id {item.id!r} (first declared at {where(section, seen[item.id])})",
+                        f"duplicate id {item.id!r} "
+                        f"(first declared at {where(section, seen[item.id])})",
                     )
                 )
             else:
@@ -204,19 +205,19 @@ class Register:
             c.id for c in categories if any(a in flagged for a in ancestors(c.id))
         )
         self._groups = frozenset(
-            a
-            for pid in self._purposes
-            for a in list(ancestors(pid))[1:]
-            if a not in self._purposes
+            a for pid in self._purposes for a in list(ancestors(pid))[1:] if a not in self._purposes
         )
         children: dict[str, list[str]] = {}
         for pid in self._purposes:
             for a in list(ancestors(pid))[1:]:
                 children.setdefault(a, []).append(pid)
         self._children = {k: tuple(v) for k, v in children.items()}
-        self.content_hash = "sha256:" + hashlib.sha256(
-            json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False).encode()
-        ).hexdigest()
+        self.content_hash = (
+            "sha256:"
+            + hashlib.sha256(
+                json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False).encode()
+            ).hexdigest()
+        )
 
     # ------------------------------------------------------------------ lookups
 

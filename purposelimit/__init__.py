@@ -7,6 +7,7 @@ package turns a register of purposes into decisions, enforced on reads of
 tagged records, on lead files and in test suites.
 """
 
+from ._engine import Engine, consent_state
 from ._errors import (
     AuditError,
     CollectionRefused,
@@ -62,6 +63,7 @@ __all__ = [
     "DataCategory",
     "Decision",
     "Duration",
+    "Engine",
     "Evidence",
     "InMemoryStore",
     "LegalBasis",
@@ -83,6 +85,7 @@ __all__ = [
     "Verdict",
     "Withdrawal",
     "add_duration",
+    "consent_state",
     "load_preset",
     "load_register",
     "loads_register",

@@ -7,6 +7,26 @@ package turns a register of purposes into decisions, enforced on reads of
 tagged records, on lead files and in test suites.
 """
 
+from ._audit import (
+    Audit,
+    AuditEvent,
+    AuditSink,
+    FailurePolicy,
+    InMemoryAuditSink,
+    LoggingAuditSink,
+    Mode,
+    pseudonym,
+)
+from ._context import (
+    EngineToken,
+    ProcessingScope,
+    current_processing,
+    default_mode,
+    get_audit,
+    get_engine,
+    processing,
+    set_engine,
+)
 from ._engine import Engine, consent_state
 from ._errors import (
     AuditError,
@@ -43,12 +63,29 @@ from ._model import (
     Verdict,
 )
 from ._presets import load_preset, preset_names, preset_path, preset_text
+from ._records import (
+    PERSONAL_KEY,
+    FrozenTaggedRecord,
+    PersonalField,
+    TaggedRecord,
+    is_record,
+    personal,
+    personal_fields,
+    record,
+    remedy,
+    tag_of,
+    validate_collection,
+)
 from ._register import Register
 from ._store import InMemoryStore, Store, SubjectEvents, Withdrawal
 from ._time import Duration, add_duration, parse_datetime, parse_duration
 
 __all__ = [
+    "PERSONAL_KEY",
+    "Audit",
     "AuditError",
+    "AuditEvent",
+    "AuditSink",
     "Authorisation",
     "CategoryDecision",
     "Collection",
@@ -64,13 +101,21 @@ __all__ = [
     "Decision",
     "Duration",
     "Engine",
+    "EngineToken",
     "Evidence",
+    "FailurePolicy",
+    "FrozenTaggedRecord",
+    "InMemoryAuditSink",
     "InMemoryStore",
     "LegalBasis",
+    "LoggingAuditSink",
     "Mechanism",
+    "Mode",
     "NaiveDatetimeError",
     "Objection",
+    "PersonalField",
     "ProcessingDenied",
+    "ProcessingScope",
     "Purpose",
     "PurposeLimitError",
     "Reason",
@@ -82,19 +127,34 @@ __all__ = [
     "Store",
     "StoreError",
     "SubjectEvents",
+    "TaggedRecord",
     "Verdict",
     "Withdrawal",
     "add_duration",
     "consent_state",
+    "current_processing",
+    "default_mode",
+    "get_audit",
+    "get_engine",
+    "is_record",
     "load_preset",
     "load_register",
     "loads_register",
     "parse_datetime",
     "parse_duration",
+    "personal",
+    "personal_fields",
     "preset_names",
     "preset_path",
     "preset_text",
+    "processing",
+    "pseudonym",
+    "record",
     "register_from_dict",
+    "remedy",
+    "set_engine",
+    "tag_of",
+    "validate_collection",
 ]
 
 __version__ = "0.1.0.dev0"

@@ -7,6 +7,8 @@ package turns a register of purposes into decisions, enforced on reads of
 tagged records, on lead files and in test suites.
 """
 
+from typing import TYPE_CHECKING
+
 from ._audit import (
     Audit,
     AuditEvent,
@@ -32,6 +34,7 @@ from ._errors import (
     AuditError,
     CollectionRefused,
     ConfigurationError,
+    EventRefused,
     NaiveDatetimeError,
     ProcessingDenied,
     PurposeLimitError,
@@ -77,8 +80,21 @@ from ._records import (
     validate_collection,
 )
 from ._register import Register
-from ._store import InMemoryStore, Store, SubjectEvents, Withdrawal
+from ._registry import SQLiteStore, open_store
+from ._store import (
+    InMemoryStore,
+    ObjectionWithdrawal,
+    RecordedEvent,
+    Registry,
+    RegistryView,
+    Store,
+    SubjectEvents,
+    Withdrawal,
+)
 from ._time import Duration, add_duration, parse_datetime, parse_duration
+
+if TYPE_CHECKING:
+    from ._sqlalchemy_store import SQLAlchemyStore as SQLAlchemyStore
 
 __all__ = [
     "PERSONAL_KEY",
@@ -102,6 +118,7 @@ __all__ = [
     "Duration",
     "Engine",
     "EngineToken",
+    "EventRefused",
     "Evidence",
     "FailurePolicy",
     "FrozenTaggedRecord",
@@ -113,17 +130,22 @@ __all__ = [
     "Mode",
     "NaiveDatetimeError",
     "Objection",
+    "ObjectionWithdrawal",
     "PersonalField",
     "ProcessingDenied",
     "ProcessingScope",
     "Purpose",
     "PurposeLimitError",
     "Reason",
+    "RecordedEvent",
     "Register",
     "RegisterError",
     "RegisterProblem",
+    "Registry",
+    "RegistryView",
     "Retention",
     "RetentionAnchor",
+    "SQLiteStore",
     "Store",
     "StoreError",
     "SubjectEvents",
@@ -140,6 +162,7 @@ __all__ = [
     "load_preset",
     "load_register",
     "loads_register",
+    "open_store",
     "parse_datetime",
     "parse_duration",
     "personal",
@@ -158,3 +181,12 @@ __all__ = [
 ]
 
 __version__ = "0.1.0.dev0"
+
+
+def __getattr__(name: str) -> object:
+    # SQLAlchemyStore is loaded on first use, so `import purposelimit` never imports SQLAlchemy.
+    if name == "SQLAlchemyStore":
+        from ._sqlalchemy_store import SQLAlchemyStore as SQLAlchemyStore
+
+        return SQLAlchemyStore
+    raise AttributeError(f"module 'purposelimit' has no attribute {name!r}")

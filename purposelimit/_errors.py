@@ -19,6 +19,7 @@ __all__ = [
     "AuditError",
     "CollectionRefused",
     "ConfigurationError",
+    "EventRefused",
     "NaiveDatetimeError",
     "ProcessingDenied",
     "PurposeLimitError",
@@ -42,6 +43,16 @@ class NaiveDatetimeError(PurposeLimitError, ValueError):
 
 class StoreError(PurposeLimitError, RuntimeError):
     """A consent, authorisation or objection store failed to read or write."""
+
+
+class EventRefused(PurposeLimitError, ValueError):
+    """A store refused to record an event: another event already has its id, a
+    setting requires evidence or an actor it lacks, or it contradicts what is
+    recorded (an objection withdrawn before it was made).
+
+    Nothing was recorded. The message names the event's kind and id, never a
+    personal value.
+    """
 
 
 class AuditError(PurposeLimitError, RuntimeError):
@@ -137,7 +148,14 @@ class ProcessingDenied(PurposeLimitError, PermissionError):
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _rebuild_denied,
-            (type(self), self.decision, self.record_type, self.field, self.subject_ref, self.remedy),
+            (
+                type(self),
+                self.decision,
+                self.record_type,
+                self.field,
+                self.subject_ref,
+                self.remedy,
+            ),
         )
 
 
@@ -149,7 +167,9 @@ def _rebuild_denied(
     subject_ref: str | None,
     remedy: str,
 ) -> ProcessingDenied:
-    return cls(decision, record_type=record_type, field=field, subject_ref=subject_ref, remedy=remedy)
+    return cls(
+        decision, record_type=record_type, field=field, subject_ref=subject_ref, remedy=remedy
+    )
 
 
 class CollectionRefused(PurposeLimitError, ValueError):

@@ -759,10 +759,9 @@ class InMemoryStore(RegistryBase):
         self._authorisations: tuple[Authorisation, ...] = ()
         self.record_many([*consents, *withdrawals, *objections, *authorisations])
 
-    @property
-    def version(self) -> int:
-        """The number of events recorded: changes with every write."""
-        return len(self._log)
+    #: The number of events recorded: changes with every write. A plain
+    #: attribute, not a property: guarded reads compare it on every read.
+    version: int = 0
 
     def _find(self, kind: str, id_: str) -> Event | None:
         entry = self._index.get((kind, id_))
@@ -793,6 +792,7 @@ class InMemoryStore(RegistryBase):
                     entries = self._by_subject.setdefault(event.subject, [])
                     entries.append(entry)
                     self._subjects[event.subject] = fold_events(e.event for e in entries)
+            self.version = len(self._log)
             return len(staged)
 
     def subject_events(self, subject: str, *, known_at: datetime | None = None) -> SubjectEvents:

@@ -262,7 +262,9 @@ class DataCategory:
     sensitive: bool = False
     description: str = ""
     source: str = ""
-    confidence: Confidence | None = attrs.field(default=None, converter=attrs.converters.optional(Confidence))
+    confidence: Confidence | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Confidence)
+    )
     justification: str = ""
 
 
@@ -278,7 +280,9 @@ class Retention:
     """
 
     duration: Duration = attrs.field(converter=_to_duration)
-    anchor: RetentionAnchor = attrs.field(default=RetentionAnchor.COLLECTION, converter=RetentionAnchor)
+    anchor: RetentionAnchor = attrs.field(
+        default=RetentionAnchor.COLLECTION, converter=RetentionAnchor
+    )
 
 
 @attrs.frozen(slots=True)
@@ -320,7 +324,9 @@ class Purpose:
     archiving_or_statistics: bool = False
     archive: bool = False
     source: str = ""
-    confidence: Confidence | None = attrs.field(default=None, converter=attrs.converters.optional(Confidence))
+    confidence: Confidence | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Confidence)
+    )
     justification: str = ""
 
 
@@ -345,7 +351,9 @@ class Compatibility:
     consequences: str = ""
     safeguards: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple)
     source: str = ""
-    confidence: Confidence | None = attrs.field(default=None, converter=attrs.converters.optional(Confidence))
+    confidence: Confidence | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Confidence)
+    )
     justification: str = ""
 
 
@@ -365,7 +373,9 @@ class Evidence:
         channel: the channel it was given through (web, phone, paper…).
     """
 
-    mechanism: Mechanism | None = attrs.field(default=None, converter=attrs.converters.optional(Mechanism))
+    mechanism: Mechanism | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Mechanism)
+    )
     collection_point: str | None = None
     notice_version: str | None = None
     source: str | None = None
@@ -602,10 +612,8 @@ class Decision:
         if not items:
             raise ValueError("a decision needs at least one category")
         denied = [c for c in items if not c.allowed]
-        if denied:
-            head = min(denied, key=lambda c: _DENY_RANK[c.reason])  # min is stable: request order
-        else:
-            head = items[0]
+        # min() keeps the first of equals: ties go to request order.
+        head = min(denied, key=lambda c: _DENY_RANK[c.reason]) if denied else items[0]
         return cls(
             allowed=not denied,
             reason=head.reason,
@@ -625,7 +633,8 @@ class Decision:
             "purpose": self.purpose,
             "collected_for": self.collected_for,
             "categories": {
-                c.category: {"allowed": c.allowed, "reason": c.reason.value} for c in self.categories
+                c.category: {"allowed": c.allowed, "reason": c.reason.value}
+                for c in self.categories
             },
             "explanation": self.explanation,
         }

@@ -115,13 +115,14 @@ def check_register(
 
     compatible = [(i, e) for i, e in enumerate(compatibility) if e.verdict is Verdict.COMPATIBLE]
     prohibited = [(i, e) for i, e in enumerate(compatibility) if e.verdict is Verdict.PROHIBITED]
-    for i, c in compatible:
-        for j, p in prohibited:
-            if _overlap(c.from_, p.from_) and _overlap(c.to, p.to):
+    for i, allowing in compatible:
+        for j, forbidding in prohibited:
+            if _overlap(allowing.from_, forbidding.from_) and _overlap(allowing.to, forbidding.to):
                 problems.append(
                     RegisterProblem(
                         where("compatibility", i),
-                        f"compatible entry {c.id!r} overlaps prohibited entry {p.id!r} "
+                        f"compatible entry {allowing.id!r} overlaps prohibited entry "
+                        f"{forbidding.id!r} "
                         f"({where('compatibility', j)}): a reuse cannot be both assessed as "
                         "compatible and prohibited",
                     )

@@ -19,6 +19,22 @@ from ._audit import (
     Mode,
     pseudonym,
 )
+from ._audit_chain import (
+    AuditFileError,
+    ChainedEvent,
+    ChainProblem,
+    InMemorySubjectKeys,
+    JsonLinesAuditSink,
+    SQLiteAuditSink,
+    SQLiteSubjectKeys,
+    SubjectKeyStore,
+    VerificationResult,
+    audit_key_from_env,
+    open_audit_table,
+    read_audit_file,
+    verify_audit_file,
+    verify_audit_table,
+)
 from ._bulk import (
     FilterSummary,
     LeadMapping,
@@ -113,6 +129,7 @@ from ._store import (
 from ._time import Duration, add_duration, parse_datetime, parse_duration
 
 if TYPE_CHECKING:
+    from ._sqlalchemy_store import SQLAlchemyAuditSink as SQLAlchemyAuditSink
     from ._sqlalchemy_store import SQLAlchemyStore as SQLAlchemyStore
 
 __all__ = [
@@ -120,9 +137,12 @@ __all__ = [
     "Audit",
     "AuditError",
     "AuditEvent",
+    "AuditFileError",
     "AuditSink",
     "Authorisation",
     "CategoryDecision",
+    "ChainProblem",
+    "ChainedEvent",
     "Collection",
     "CollectionRefused",
     "CollectionTag",
@@ -144,7 +164,9 @@ __all__ = [
     "FrozenTaggedRecord",
     "InMemoryAuditSink",
     "InMemoryStore",
+    "InMemorySubjectKeys",
     "InputError",
+    "JsonLinesAuditSink",
     "LeadMapping",
     "LegalBasis",
     "LoggingAuditSink",
@@ -170,14 +192,19 @@ __all__ = [
     "RetentionAnchor",
     "RetentionRow",
     "RowResult",
+    "SQLiteAuditSink",
     "SQLiteStore",
+    "SQLiteSubjectKeys",
     "Store",
     "StoreError",
     "SubjectEvents",
+    "SubjectKeyStore",
     "TaggedRecord",
     "Verdict",
+    "VerificationResult",
     "Withdrawal",
     "add_duration",
+    "audit_key_from_env",
     "consent_state",
     "current_processing",
     "default_mode",
@@ -195,6 +222,7 @@ __all__ = [
     "load_suppression",
     "loads_register",
     "normalise_email",
+    "open_audit_table",
     "open_store",
     "parse_datetime",
     "parse_duration",
@@ -205,6 +233,7 @@ __all__ = [
     "preset_text",
     "processing",
     "pseudonym",
+    "read_audit_file",
     "record",
     "register_from_dict",
     "remedy",
@@ -212,15 +241,17 @@ __all__ = [
     "set_engine",
     "tag_of",
     "validate_collection",
+    "verify_audit_file",
+    "verify_audit_table",
 ]
 
 __version__ = "0.1.0.dev0"
 
 
 def __getattr__(name: str) -> object:
-    # SQLAlchemyStore is loaded on first use, so `import purposelimit` never imports SQLAlchemy.
-    if name == "SQLAlchemyStore":
-        from ._sqlalchemy_store import SQLAlchemyStore as SQLAlchemyStore
+    # The SQLAlchemy classes load on first use: `import purposelimit` never imports SQLAlchemy.
+    if name in ("SQLAlchemyStore", "SQLAlchemyAuditSink"):
+        from . import _sqlalchemy_store
 
-        return SQLAlchemyStore
+        return getattr(_sqlalchemy_store, name)
     raise AttributeError(f"module 'purposelimit' has no attribute {name!r}")

@@ -24,7 +24,7 @@ import hmac
 import logging
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -61,6 +61,12 @@ AUDIT_LOGGER = "purposelimit.audit"
 
 #: Sink failures are reported on this logger (never with a value).
 _failure_log = logging.getLogger("purposelimit")
+
+#: Called with every batch of built events, before the sinks get it, whatever
+#: the :class:`Audit`: how ``purposelimit.testing.capture_audit()`` and the
+#: pytest plugin see the reads of every engine. Empty unless a capture is open;
+#: a drain then pays one truth test.
+_observers: list[Callable[[tuple[AuditEvent, ...]], None]] = []
 
 _PSEUDONYM_PREFIX = "ps-"
 _PSEUDONYM_HEX = 32  # 128 bits of HMAC-SHA256
@@ -417,6 +423,9 @@ class Audit:
         popleft = buffer.popleft
         raw = [popleft() for _ in range(count)]
         events = self._build(raw)
+        if _observers and events:
+            for observe in tuple(_observers):
+                observe(events)
         failures: list[tuple[AuditSink, BaseException]] = []
         for index, sink in enumerate(self.sinks):
             pending = self._pending[index]

@@ -61,7 +61,7 @@ from ._protocol import (
     unknown_key_message,
 )
 from ._register import Register
-from ._store import InMemoryStore, SubjectEvents
+from ._store import InMemoryStore, SubjectEvents, Withdrawal
 
 __all__ = [
     "INVALID_ROW",
@@ -596,6 +596,7 @@ class LeadFilter:
         collected_at: datetime | None = None,
         consents: Iterable[Consent] = (),
         objections: Iterable[Objection] = (),
+        withdrawals: Iterable[Withdrawal] = (),
         authorisations: Iterable[Authorisation] = (),
         drop_unmapped: bool = False,
         pseudonymiser: Pseudonymiser | None = None,
@@ -678,14 +679,17 @@ class LeadFilter:
         subject_key = normalise_email if mapping.email else None
         consent_list = [_rekey(c, subject_key) for c in consents]
         objection_list = [_rekey(o, subject_key) for o in objections]
+        withdrawal_list = [_rekey(w, subject_key) for w in withdrawals]
         self._authorisations = tuple(
             a
             if a.subjects is None or subject_key is None
             else attrs.evolve(a, subjects=tuple(subject_key(s) for s in a.subjects))
             for a in authorisations
         )
-        self._store = InMemoryStore(consent_list, objections=objection_list)
-        event_subjects = {e.subject for e in (*consent_list, *objection_list)}
+        self._store = InMemoryStore(
+            consent_list, withdrawals=withdrawal_list, objections=objection_list
+        )
+        event_subjects = {e.subject for e in (*consent_list, *withdrawal_list, *objection_list)}
         for auth in self._authorisations:
             if auth.subjects is not None:
                 event_subjects.update(auth.subjects)
@@ -1189,6 +1193,7 @@ def filter_leads(
     collected_at: datetime | None = None,
     consents: Iterable[Consent] = (),
     objections: Iterable[Objection] = (),
+    withdrawals: Iterable[Withdrawal] = (),
     authorisations: Iterable[Authorisation] = (),
     drop_unmapped: bool = False,
     pseudonymiser: Pseudonymiser | None = None,
@@ -1221,6 +1226,7 @@ def filter_leads(
                 collected_at=collected_at,
                 consents=consents,
                 objections=objections,
+                withdrawals=withdrawals,
                 authorisations=authorisations,
                 drop_unmapped=drop_unmapped,
                 pseudonymiser=pseudonymiser,
@@ -1524,6 +1530,7 @@ def filter_csv(
     collected_at: datetime | None = None,
     consents: Iterable[Consent] = (),
     objections: Iterable[Objection] = (),
+    withdrawals: Iterable[Withdrawal] = (),
     authorisations: Iterable[Authorisation] = (),
     drop_unmapped: bool = False,
     neutralise_formulas: bool = False,
@@ -1612,6 +1619,7 @@ def filter_csv(
             collected_at=collected_at,
             consents=consents,
             objections=objections,
+            withdrawals=withdrawals,
             authorisations=authorisations,
             drop_unmapped=drop_unmapped,
             pseudonymiser=pseudonymiser,
@@ -1905,6 +1913,7 @@ def retention_sweep(
     collected_at: datetime | None = None,
     consents: Iterable[Consent] = (),
     objections: Iterable[Objection] = (),
+    withdrawals: Iterable[Withdrawal] = (),
     authorisations: Iterable[Authorisation] = (),
     pseudonymiser: Pseudonymiser | None = None,
     encoding: str | None = None,
@@ -1962,6 +1971,7 @@ def retention_sweep(
             collected_at=collected_at,
             consents=consents,
             objections=objections,
+            withdrawals=withdrawals,
             authorisations=authorisations,
             drop_unmapped=True,
             pseudonymiser=pseudonymiser,

@@ -32,8 +32,9 @@ from ._bulk import (
     normalise_email,
     retention_sweep,
 )
+from ._cases import add_test_command
 from ._engine import Engine
-from ._errors import ConfigurationError, PurposeLimitError, RegisterError
+from ._errors import ConfigurationError, PurposeLimitError, RegisterError, StoreError
 from ._model import Authorisation, Consent, Objection
 from ._protocol import (
     InputError,
@@ -47,7 +48,9 @@ from ._protocol import (
     parse_request_line,
 )
 from ._register import Register
-from ._store import InMemoryStore
+from ._registry_cli import RegistryOverlay, open_registry_url, registry_snapshot
+from ._registry_cli import add_commands as add_registry_commands
+from ._store import InMemoryStore, Registry, Store, Withdrawal
 
 __all__ = ["main"]
 
@@ -111,14 +114,33 @@ def _load_register(args: argparse.Namespace) -> Register:
 
 def _events(
     args: argparse.Namespace, email: bool
-) -> tuple[list[Consent], list[Objection], list[Authorisation]]:
+) -> tuple[list[Consent], list[Withdrawal], list[Objection], list[Authorisation]]:
+    """The events of the files given, plus those of ``--registry`` (read once, now)."""
     key = normalise_email if email else None
     consents = load_consents(args.consents, subject_key=key) if args.consents else []
     objections = load_objections(args.objections, subject_key=key) if args.objections else []
     if getattr(args, "suppression", None):
         objections += load_suppression(args.suppression, subject_key=key)
     auths = load_authorisations(args.authorisations, subject_key=key) if args.authorisations else []
-    return consents, objections, auths
+    withdrawals: list[Withdrawal] = []
+    if getattr(args, "registry", None):
+        registry = _open_registry(args.registry)
+        try:
+            held = registry_snapshot(registry)
+        finally:
+            registry.close()
+        consents += held[0]
+        withdrawals += held[1]
+        objections += held[2]
+        auths += held[3]
+    return consents, withdrawals, objections, auths
+
+
+def _open_registry(url: str) -> Registry:
+    try:
+        return open_registry_url(url, must_exist=True)
+    except StoreError as exc:
+        raise UsageError(f"--registry: {exc}") from None
 
 
 @contextlib.contextmanager
@@ -157,7 +179,7 @@ def _atomic_text(path: str | None, encoding: str = "utf-8") -> Iterator[IO[str]]
 def _cmd_filter(args: argparse.Namespace) -> int:
     register = _load_register(args)
     mapping = load_mapping(args.mapping)
-    consents, objections, auths = _events(args, mapping.email)
+    consents, withdrawals, objections, auths = _events(args, mapping.email)
     summary = filter_csv(
         args.leads,
         args.out,
@@ -169,6 +191,7 @@ def _cmd_filter(args: argparse.Namespace) -> int:
         collected_at=args.collected_at,
         consents=consents,
         objections=objections,
+        withdrawals=withdrawals,
         authorisations=auths,
         drop_unmapped=args.drop_unmapped,
         neutralise_formulas=args.neutralise_formulas,
@@ -236,7 +259,7 @@ def _allows(reason: str) -> bool:
 def _cmd_retention(args: argparse.Namespace) -> int:
     register = _load_register(args)
     mapping = load_mapping(args.mapping)
-    consents, objections, auths = _events(args, mapping.email)
+    consents, withdrawals, objections, auths = _events(args, mapping.email)
     fmt = args.format or ("json" if (args.out or "").lower().endswith(".json") else "csv")
     if args.at is None:
         args.at = datetime.now(UTC)
@@ -251,6 +274,7 @@ def _cmd_retention(args: argparse.Namespace) -> int:
         collected_at=args.collected_at,
         consents=consents,
         objections=objections,
+        withdrawals=withdrawals,
         authorisations=auths,
         pseudonymiser=Pseudonymiser(),
         encoding=args.encoding,
@@ -357,9 +381,30 @@ def _stdin_lines() -> Iterator[tuple[str | None, str | None]]:
 
 def _cmd_decide(args: argparse.Namespace) -> int:
     register = _load_register(args)
-    consents, objections, auths = _events(args, False)
-    store = InMemoryStore(consents, objections=objections, authorisations=auths)
-    engine = Engine(register, store)
+    registry_url = args.registry
+    args.registry = None  # read live below, not as a snapshot
+    consents, withdrawals, objections, auths = _events(args, False)
+    base: Registry | None = None
+    store: Store
+    if registry_url:
+        # Read the registry at every request: a withdrawal recorded while the
+        # stream runs takes effect at the next line. File events add to it.
+        base = _open_registry(registry_url)
+        store = RegistryOverlay(
+            base, consents=consents, objections=objections, authorisations=auths
+        )
+    else:
+        store = InMemoryStore(
+            consents, withdrawals=withdrawals, objections=objections, authorisations=auths
+        )
+    try:
+        return _decide_lines(Engine(register, store), args.at)
+    finally:
+        if base is not None:
+            base.close()
+
+
+def _decide_lines(engine: Engine, at: datetime | None) -> int:
     out = _out()
     failed = False
     for number, (text, problem) in enumerate(_stdin_lines(), start=1):
@@ -371,7 +416,7 @@ def _cmd_decide(args: argparse.Namespace) -> int:
                 raise ProtocolError(problem)
             assert text is not None
             request = parse_request_line(text)
-            answer = decide_request(engine, request, args.at).to_dict()
+            answer = decide_request(engine, request, at).to_dict()
         except (ProtocolError, ValueError) as exc:
             failed = True
             answer = {"error": str(exc), "line": number}
@@ -499,6 +544,10 @@ commands:
   decide     answer JSON decision requests on stdin (one per line)
   check      validate a register and print its purposes and rules
   presets    list the registers shipped with purposelimit
+  test       run table-driven compliance cases (TOML) and print a pass/fail table
+  consent    record, withdraw, show, import and export consents (a registry)
+  objection  record, withdraw and show objections to direct marketing
+  audit      verify, tail and summarise an audit trail
 
 example:
   purposelimit filter examples/leads/salesforce-style-leads.csv --preset cnil-commercial \\
@@ -581,6 +630,15 @@ def _register_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--preset", metavar="NAME", help="a shipped register, e.g. cnil-commercial")
 
 
+def _registry_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--registry",
+        metavar="URL",
+        help="also read consents, withdrawals, objections and authorisations from this "
+        "registry (sqlite:///path.db or a SQLAlchemy URL); it is never written to",
+    )
+
+
 def _table_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("leads", metavar="LEADS.csv", help="the lead file (CSV)")
     _register_options(parser)
@@ -609,6 +667,7 @@ def _table_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--objections", metavar="FILE", help="objections (CSV or JSON)")
     parser.add_argument("--authorisations", metavar="FILE", help="authorisations (CSV or JSON)")
+    _registry_option(parser)
     parser.add_argument(
         "--suppression",
         metavar="FILE",
@@ -707,6 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--consents", metavar="FILE", help="consents every request sees (CSV or JSON)")
     p.add_argument("--objections", metavar="FILE", help="objections every request sees")
     p.add_argument("--authorisations", metavar="FILE", help="authorisations every request sees")
+    _registry_option(p)
     p.set_defaults(handler=_cmd_decide)
 
     p = sub.add_parser(
@@ -729,6 +789,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     p.set_defaults(handler=_cmd_presets)
+
+    add_test_command(sub)
+    add_registry_commands(sub)
     return parser
 
 
@@ -758,7 +821,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         _err().write(f"{prefix}: error: {exc}\n")
         return 2
-    except ConfigurationError as exc:
+    except (ConfigurationError, StoreError) as exc:
         _err().write(f"{prefix}: error: {exc}\n")
         return 2
     except InputError as exc:

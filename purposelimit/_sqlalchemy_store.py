@@ -9,14 +9,24 @@ configurable name prefix and schema. Tested on PostgreSQL.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from ._errors import ConfigurationError, StoreError
+from ._audit import AuditEvent
+from ._audit_chain import (
+    AUDIT_SCHEMA_VERSION,
+    CHAIN_FIELDS,
+    GENESIS,
+    SQLAuditTable,
+    SubjectKeyStore,
+    entry_row,
+    row_entry,
+)
+from ._errors import AuditError, ConfigurationError, StoreError
 from ._registry import (
     SCHEMA_VERSION,
     HistoryRow,
@@ -29,7 +39,7 @@ from ._registry import (
 )
 from ._store import Event, Requirement
 
-__all__ = ["SQLAlchemyStore"]
+__all__ = ["SQLAlchemyAuditSink", "SQLAlchemyStore"]
 
 _T = TypeVar("_T")
 
@@ -402,3 +412,213 @@ class SQLAlchemyStore(SQLRegistry):
         if count:
             self._wrote()
         return count
+
+
+# --------------------------------------------------------------------------- the audit table
+
+
+class SQLAlchemyAuditSink(SQLAuditTable):
+    """An :class:`~purposelimit.AuditSink` keeping the audit hash chain in any SQL database.
+
+    The chain of ``purposelimit._audit_chain`` (docs/consent-and-audit.md), one
+    row per entry in ``<prefix>audit`` and the head in ``<prefix>audit_head``,
+    updated in one transaction per batch that first locks the head row, so
+    writers in several processes are serialised. Tables are created on first
+    use (on PostgreSQL under an advisory lock). Tested on PostgreSQL.
+
+    Args:
+        url: a SQLAlchemy URL, an :class:`sqlalchemy.engine.Engine`, or an open
+            :class:`SQLAlchemyStore` (its engine, schema and prefix are used).
+        key: the chain's secret key (at least 16 bytes); ``None`` opens the
+            table for reading only.
+        schema, table_prefix: as for :class:`SQLAlchemyStore`.
+        pseudonyms: a ``SubjectKeyStore`` (one destroyable key per person), a
+            key (``bytes``), or ``None``.
+        engine_options: keyword arguments for :func:`sqlalchemy.create_engine`.
+
+    Raises:
+        ConfigurationError: a malformed URL, a missing driver, a bad option or key.
+        AuditError: the database cannot be reached, or has no audit table when
+            opened without a key.
+    """
+
+    def __init__(
+        self,
+        url: str | sa.URL | sa.Engine | SQLAlchemyStore,
+        key: bytes | None,
+        *,
+        schema: str | None = None,
+        table_prefix: str | None = None,
+        pseudonyms: SubjectKeyStore | bytes | None = None,
+        engine_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(key, pseudonyms)
+        if isinstance(url, SQLAlchemyStore):
+            engine, owned = url._engine, False
+            schema = url.schema if schema is None else schema
+            table_prefix = url.table_prefix if table_prefix is None else table_prefix
+        elif isinstance(url, sa.Engine):
+            engine, owned = url, False
+        else:
+            engine, owned = _create_engine(url, engine_options or {}), True
+        prefix = "purposelimit_" if table_prefix is None else table_prefix
+        if not prefix.replace("_", "a").isalnum():
+            raise ConfigurationError("table_prefix: letters, digits and '_' only")
+        self._engine, self._owned = engine, owned
+        self.schema = schema
+        self.name = f"{engine.url.render_as_string(hide_password=True)}#{prefix}audit"
+        md = sa.MetaData(schema=schema)
+        columns: list[sa.Column[Any]] = [
+            sa.Column(
+                "seq",
+                sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+                primary_key=True,
+                autoincrement=False,
+            ),
+            sa.Column("time", sa.String(64), nullable=False),
+            *(
+                sa.Column(name, sa.Text, nullable=name not in _AUDIT_REQUIRED)
+                for name in CHAIN_FIELDS[2:-2]
+                if name not in ("allowed", "monitored")
+            ),
+            sa.Column("allowed", sa.SmallInteger, nullable=False),
+            sa.Column("monitored", sa.SmallInteger, nullable=False),
+            sa.Column("prev", sa.String(64), nullable=False),
+            sa.Column("mac", sa.String(64), nullable=False),
+        ]
+        self._audit = sa.Table(
+            f"{prefix}audit", md, *columns, sa.Index(f"{prefix}audit_subject", "subject_ref", "seq")
+        )
+        self._head = sa.Table(
+            f"{prefix}audit_head",
+            md,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("schema_version", sa.Integer, nullable=False),
+            sa.Column("seq", sa.BigInteger, nullable=False),
+            sa.Column("mac", sa.String(64), nullable=False),
+            sa.Column("head_mac", sa.String(64), nullable=False),
+        )
+        self._lock_key = int.from_bytes(
+            hashlib.sha256(f"purposelimit-audit:{schema or ''}:{prefix}".encode()).digest()[:8],
+            "big",
+            signed=True,
+        )
+        try:
+            if key is None:
+                if self.head() is None:
+                    raise AuditError(f"audit table {self.name}: no audit table in this database")
+            else:
+                self._run("create the audit table", self._create)
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"<SQLAlchemyAuditSink {self.name!r}>"
+
+    def _run(self, what: str, work: Callable[[], _T], *, write: bool = False) -> _T:
+        try:
+            return work()
+        except sa_exc.SQLAlchemyError as exc:
+            reason = _reason(exc)
+        suffix = "; nothing was written" if write else ""
+        raise AuditError(f"audit table {self.name}: cannot {what}: {reason}{suffix}")
+
+    def _create(self) -> None:
+        with self._engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(self._lock_key)))
+            self._audit.metadata.create_all(conn, checkfirst=True)
+            found = conn.execute(sa.select(self._head.c.id)).first()
+            if found is None:
+                conn.execute(
+                    sa.insert(self._head).values(
+                        id=1,
+                        schema_version=AUDIT_SCHEMA_VERSION,
+                        seq=0,
+                        mac=GENESIS,
+                        head_mac=self.head_mac_of(0, GENESIS),
+                    )
+                )
+
+    def _append_locked(self, events: Sequence[AuditEvent]) -> None:
+        h, a = self._head.c, self._audit.c
+
+        def work() -> None:
+            with self._engine.begin() as conn:
+                # Lock the head row first: writers are serialised up to the commit.
+                conn.execute(sa.update(self._head).where(h.id == 1).values(seq=h.seq))
+                seq, mac, tag = conn.execute(
+                    sa.select(h.seq, h.mac, h.head_mac).where(h.id == 1)
+                ).one()
+                last = conn.execute(sa.select(a.seq, a.mac).order_by(a.seq.desc()).limit(1)).first()
+                entries = self._chain(
+                    events,
+                    int(seq),
+                    str(mac),
+                    str(tag),
+                    None if last is None else (int(last[0]), str(last[1])),
+                )
+                conn.execute(
+                    sa.insert(self._audit),
+                    [dict(zip(CHAIN_FIELDS, entry_row(e), strict=True)) for e in entries],
+                )
+                final = entries[-1]
+                conn.execute(
+                    sa.update(self._head)
+                    .where(h.id == 1)
+                    .values(
+                        seq=final["seq"],
+                        mac=final["mac"],
+                        head_mac=self.head_mac_of(final["seq"], final["mac"]),
+                    )
+                )
+
+        self._run(f"append {len(events)} event(s)", work, write=True)
+
+    def rows(self, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """The entries with ``seq`` > *after_seq*, in ``seq`` order, at most *limit*.
+
+        Raises:
+            AuditError: the table cannot be read, or a row's boolean column is not 0/1.
+        """
+        a = self._audit.c
+        query = (
+            sa.select(*(a[name] for name in CHAIN_FIELDS))
+            .where(a.seq > after_seq)
+            .order_by(a.seq)
+            .limit(limit)
+        )
+
+        def work() -> list[Any]:
+            with self._engine.connect() as conn:
+                return list(conn.execute(query).all())
+
+        rows = self._run("read the audit table", work)
+        try:
+            return [row_entry(tuple(r)) for r in rows]
+        except ValueError as exc:
+            raise AuditError(f"audit table {self.name}: {exc}") from None
+
+    def head(self) -> tuple[int, str, str] | None:
+        """The head row (seq, mac, head_mac), or ``None`` when the database has no audit table."""
+        h = self._head.c
+
+        def work() -> tuple[int, str, str] | None:
+            with self._engine.connect() as conn:
+                if not sa.inspect(conn).has_table(self._head.name, schema=self.schema):
+                    return None
+                row = conn.execute(sa.select(h.seq, h.mac, h.head_mac).where(h.id == 1)).first()
+            return None if row is None else (int(row[0]), str(row[1]), str(row[2]))
+
+        return self._run("read the audit head", work)
+
+    def close(self) -> None:
+        """Release the connection pool (unless the engine was given)."""
+        if self._owned:
+            self._engine.dispose()
+
+
+_AUDIT_REQUIRED = frozenset(
+    {"record_type", "subject_ref", "field", "category", "reason", "rule", "mode"}
+)

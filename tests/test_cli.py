@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -1179,3 +1180,131 @@ def test_environment_is_not_required(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PURPOSELIMIT_PSEUDONYM_KEY", raising=False)
     assert os.environ.get("PURPOSELIMIT_PSEUDONYM_KEY") is None
     assert callable(main)
+
+
+# --------------------------------------------------------------------------- --registry
+
+
+def test_filter_reads_objections_and_withdrawals_from_a_registry(cli: Any, tmp_path: Path) -> None:
+    """filter --registry: the registry's objections exclude rows (subjects compared as e-mails)
+    and a consent withdrawn in the registry stops a consent-based campaign; nothing is written."""
+    from purposelimit import Consent, Evidence, Objection, open_store
+
+    db = tmp_path / "registry.db"
+    registry = open_store(f"sqlite:///{db}")
+    registry.record(
+        Objection("  Emma.Patel@corex.example.com ", datetime(2025, 12, 1, tzinfo=UTC), id="o-1"),
+        actor="test",
+    )
+    for subject in ("lucas.osei@deltaline.example.com", "ava.idris@granite.example.com"):
+        registry.record(
+            Consent(
+                subject,
+                ["prospection.email_b2c"],
+                datetime(2025, 10, 1, tzinfo=UTC),
+                evidence=Evidence("double-opt-in"),
+            ),
+            actor="test",
+        )
+    registry.withdraw(
+        "ava.idris@granite.example.com",
+        ["prospection.email_b2c"],
+        datetime(2026, 1, 5, tzinfo=UTC),
+        actor="test",
+    )
+    version = registry.version
+    registry.close()
+
+    def run(purpose: str, report: Path) -> dict[str, Any]:
+        result = cli(
+            "filter",
+            SALESFORCE,
+            "--preset",
+            "cnil-commercial",
+            "--purpose",
+            purpose,
+            "--mapping",
+            SALESFORCE_MAP,
+            "--registry",
+            f"sqlite:///{db}",
+            "--at",
+            "2026-03-01",
+            "--out",
+            tmp_path / "out.csv",
+            "--report",
+            report,
+        )
+        assert result.code == 0, result
+        return report_of(report)
+
+    b2b = run("prospection.email_b2b", tmp_path / "b2b.json")
+    assert b2b["reasons"] == {"same-purpose": 39, "objection": 1}
+    assert [e["rule"] for e in b2b["excluded"]] == ["objection:o-1"]
+
+    b2c = run("prospection.email_b2c", tmp_path / "b2c.json")
+    assert b2c["rows"]["kept"] == 1  # only Lucas's consent still stands
+    assert b2c["reasons"]["consent-withdrawn"] == 1
+    assert open_store(f"sqlite:///{db}").version == version  # read, never written
+
+
+def test_decide_reads_the_registry_at_every_request(cli: Any, tmp_path: Path) -> None:
+    """decide --registry: the registry's consent allows; inline events add for one request only."""
+    from purposelimit import Consent, Evidence, open_store
+
+    db = tmp_path / "registry.db"
+    registry = open_store(f"sqlite:///{db}")
+    registry.record(
+        Consent(
+            "lead-1",
+            ["newsletter.editorial"],
+            datetime(2026, 1, 1, tzinfo=UTC),
+            evidence=Evidence("double-opt-in"),
+        ),
+        actor="test",
+    )
+    registry.close()
+    request = {
+        "purpose": "newsletter.editorial",
+        "at": "2026-03-01T10:00:00+00:00",
+        "record": {
+            "subject": "lead-1",
+            "collected_for": "newsletter.editorial",
+            "collected_at": "2026-01-01T00:00:00+00:00",
+        },
+        "categories": ["contact.email"],
+    }
+    withdrawn = {
+        **request,
+        "consents": [
+            {
+                "subject": "lead-1",
+                "purposes": ["newsletter.editorial"],
+                "given_at": "2026-01-01T00:00:00+00:00",
+                "withdrawn_at": "2026-02-01T00:00:00+00:00",
+                "evidence": {"mechanism": "double-opt-in"},
+            }
+        ],
+    }
+    lines = "\n".join(json.dumps(r) for r in (request, withdrawn, request)) + "\n"
+    run = cli(
+        "decide",
+        "--preset",
+        "cnil-commercial",
+        "--registry",
+        f"sqlite:///{db}",
+        stdin=lines.encode(),
+    )
+    assert run.code == 0, run
+    answers = [json.loads(line) for line in run.out.splitlines()]
+    assert [a["reason"] for a in answers] == ["consent", "consent-withdrawn", "consent"]
+
+
+def test_registry_that_does_not_exist_is_a_usage_error(cli: Any, tmp_path: Path) -> None:
+    """--registry naming a missing SQLite file exits 2 and creates nothing."""
+    missing = tmp_path / "nope.db"
+    run = cli(
+        "decide", "--preset", "cnil-commercial", "--registry", f"sqlite:///{missing}", stdin=b""
+    )
+    assert run.code == 2
+    assert "--registry" in run.err
+    assert not missing.exists()

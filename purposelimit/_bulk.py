@@ -51,6 +51,7 @@ from ._audit import pseudonym
 from ._convert import describe_value
 from ._engine import Engine
 from ._errors import ConfigurationError
+from ._files import temp_beside
 from ._ids import validate_id
 from ._model import Authorisation, Consent, Decision, Objection, Reason
 from ._protocol import (
@@ -1486,11 +1487,6 @@ def neutralise_cell(cell: str) -> str:
     return "'" + cell if cell.startswith(_FORMULA_START) else cell
 
 
-def _atomic_target(path: str) -> tuple[int, str]:
-    folder = os.path.dirname(os.path.abspath(path))
-    return tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-
-
 class _Progress:
     """Carriage-return progress on a terminal, at most four updates a second."""
 
@@ -1587,7 +1583,7 @@ def filter_csv(
         notice(sniffed.note)
     size = os.path.getsize(src)
     pseudonymiser = pseudonymiser if pseudonymiser is not None else Pseudonymiser()
-    fd, tmp = _atomic_target(dst)
+    fd, tmp = temp_beside(dst)
     report_tmp: str | None = None
     done = False
     with contextlib.ExitStack() as stack:

@@ -35,6 +35,7 @@ from ._bulk import (
 from ._cases import add_test_command
 from ._engine import Engine
 from ._errors import ConfigurationError, PurposeLimitError, RegisterError, StoreError
+from ._files import temp_beside
 from ._model import Authorisation, Consent, Objection
 from ._protocol import (
     InputError,
@@ -161,8 +162,7 @@ def _atomic_text(path: str | None, encoding: str = "utf-8") -> Iterator[IO[str]]
                 out.write(chunk)
             out.flush()
         return
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    fd, tmp = temp_beside(path)
     try:
         with open(fd, "w", encoding=encoding, newline="") as handle:
             yield handle

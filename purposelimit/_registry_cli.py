@@ -31,7 +31,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -49,6 +48,7 @@ from ._audit_chain import (
     verify_audit_table,
 )
 from ._errors import AuditError, ConfigurationError, PurposeLimitError, StoreError
+from ._files import temp_beside
 from ._model import (
     Authorisation,
     Consent,
@@ -269,8 +269,7 @@ def _output(path: str | None) -> Iterator[TextIO]:
     if path is None:
         yield _out()
         return
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    fd, tmp = temp_beside(path)
     try:
         with open(fd, "w", encoding="utf-8", newline="") as handle:
             yield handle

@@ -18,11 +18,11 @@ import contextlib
 import html
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any, Final
 
 from ._errors import ConfigurationError
+from ._files import temp_beside
 
 __all__ = ["HTML_ROW_LIMIT", "neutralise", "render_html", "report_format", "write_report"]
 
@@ -84,8 +84,7 @@ def write_report(
     """
     name = os.fspath(path)
     fmt = report_format(name)
-    folder = os.path.dirname(os.path.abspath(name))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(name) + ".", suffix=".tmp", dir=folder)
+    fd, tmp = temp_beside(name)
     try:
         with open(fd, "w", encoding="utf-8", newline="\n") as handle:
             if fmt == "json":

@@ -1308,3 +1308,16 @@ def test_registry_that_does_not_exist_is_a_usage_error(cli: Any, tmp_path: Path)
     assert run.code == 2
     assert "--registry" in run.err
     assert not missing.exists()
+
+
+def test_outputs_get_the_usual_file_permissions(cli: Any, work: Path) -> None:
+    """The output and the report are created like any file (0o666 less the umask), not 0o600."""
+    src = leads(work, "Ada,ada@example.org,,prospection.email,2026-01-10\n")
+    old = os.umask(0o022)
+    try:
+        run = cli(*filter_args(work, src, "--report", work / "report.json"))
+    finally:
+        os.umask(old)
+    assert run.code == 0, run
+    assert (work / "out.csv").stat().st_mode & 0o777 == 0o644
+    assert (work / "report.json").stat().st_mode & 0o777 == 0o644

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -235,8 +235,22 @@ def _to_duration(value: Duration | str) -> Duration:
     return value if isinstance(value, Duration) else parse_duration(value)
 
 
+def _canonical(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return str(value)
+
+
 def _stable_id(prefix: str, payload: Mapping[str, object]) -> str:
-    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    """Derive a record id from its content: the same content gives the same id.
+
+    Instants count in UTC (the same instant written with another offset is the
+    same content) and the order of a ``purposes`` list does not count.
+    """
+    canonical = dict(payload)
+    if isinstance(canonical.get("purposes"), list | tuple):
+        canonical["purposes"] = sorted(set(canonical["purposes"]))  # type: ignore[call-overload]
+    text = json.dumps(canonical, sort_keys=True, default=_canonical, separators=(",", ":"))
     return f"{prefix}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
@@ -421,10 +435,10 @@ class Consent:
             payload = {
                 "subject": self.subject,
                 "purposes": list(self.purposes),
-                "given_at": self.given_at.isoformat(),
+                "given_at": self.given_at,
                 "state": str(self.state),
-                "withdrawn_at": self.withdrawn_at.isoformat() if self.withdrawn_at else None,
-                "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+                "withdrawn_at": self.withdrawn_at,
+                "expires_at": self.expires_at,
                 "evidence": attrs.asdict(self.evidence) if self.evidence else None,
             }
             object.__setattr__(self, "id", _stable_id("consent", payload))
@@ -500,8 +514,8 @@ class Objection:
         if self.id is None:
             payload = {
                 "subject": self.subject,
-                "at": self.at.isoformat(),
-                "withdrawn_at": self.withdrawn_at.isoformat() if self.withdrawn_at else None,
+                "at": self.at,
+                "withdrawn_at": self.withdrawn_at,
             }
             object.__setattr__(self, "id", _stable_id("objection", payload))
 

@@ -87,7 +87,7 @@ class Withdrawal:
             payload = {
                 "subject": self.subject,
                 "purposes": list(self.purposes),
-                "at": self.at.isoformat(),
+                "at": self.at,
             }
             object.__setattr__(self, "id", _stable_id("withdrawal", payload))
 
@@ -121,7 +121,7 @@ class ObjectionWithdrawal:
 
     def __attrs_post_init__(self) -> None:
         if self.id is None:
-            payload = {"objection": self.objection, "at": self.at.isoformat()}
+            payload = {"objection": self.objection, "at": self.at}
             object.__setattr__(self, "id", _stable_id("objection-withdrawal", payload))
 
     def __repr__(self) -> str:

@@ -63,6 +63,7 @@ from ._errors import (
     ConfigurationError,
     EventRefused,
     NaiveDatetimeError,
+    OutOfRangeError,
     ProcessingDenied,
     PurposeLimitError,
     RegisterError,
@@ -112,6 +113,7 @@ from ._records import (
     record,
     remedy,
     tag_of,
+    unguarded,
     validate_collection,
 )
 from ._register import Register
@@ -175,6 +177,7 @@ __all__ = [
     "NaiveDatetimeError",
     "Objection",
     "ObjectionWithdrawal",
+    "OutOfRangeError",
     "PersonalField",
     "ProcessingDenied",
     "ProcessingScope",
@@ -240,6 +243,7 @@ __all__ = [
     "retention_sweep",
     "set_engine",
     "tag_of",
+    "unguarded",
     "validate_collection",
     "verify_audit_file",
     "verify_audit_table",

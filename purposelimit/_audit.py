@@ -18,7 +18,6 @@ processing activities); CNIL délibération 2021-131 on access traceability.
 from __future__ import annotations
 
 import atexit
-import collections
 import hashlib
 import hmac
 import logging
@@ -277,8 +276,14 @@ class FieldSource(Protocol):
 #: purpose). Timestamps are POSIX seconds (floats).
 Memo = tuple[object, float, float, "int | None", bool, Decision, str, str]
 
-#: What the read path appends to the buffer: (reader, field, memo, timestamp).
+#: One read as the read path records it: (reader, field, memo, timestamp).
 RawEntry = tuple[ReadSource, FieldSource, Memo, float]
+
+#: How many buffer items one read takes: the buffer is a flat list to which the
+#: read path adds a :data:`RawEntry`'s four items with one ``list.extend`` — one
+#: C call, atomic under the GIL, which leaves no object behind for the garbage
+#: collector to track (a tuple per read would).
+ENTRY_ITEMS = 4
 
 
 # --------------------------------------------------------------------------- the audit
@@ -345,9 +350,11 @@ class Audit:
         self.max_pending = max_pending
         #: Events discarded because a sink stayed down beyond ``max_pending``.
         self.lost = 0
-        # The read path appends raw entries here and drains when len >= _limit.
-        self._buffer: collections.deque[RawEntry] = collections.deque()
-        self._limit = capacity
+        # The read path extends this flat list by the ENTRY_ITEMS items of each
+        # read, and drains it when len >= _limit (items, not reads; 1 while a
+        # sink is down and the policy is fail-closed: every read drains then).
+        self._buffer: list[Any] = []
+        self._limit = capacity * ENTRY_ITEMS
         self._lock = threading.RLock()
         self._draining = False
         self._pending: list[list[AuditEvent]] = [[] for _ in self.sinks]
@@ -363,7 +370,7 @@ class Audit:
     @property
     def buffered(self) -> int:
         """How many reads wait in the buffer."""
-        return len(self._buffer)
+        return len(self._buffer) // ENTRY_ITEMS
 
     @property
     def pending(self) -> int:
@@ -390,7 +397,7 @@ class Audit:
     def _append(self, entry: RawEntry) -> None:
         """Append one raw entry; drain when the buffer is full (the read path inlines this)."""
         buffer = self._buffer
-        buffer.append(entry)
+        buffer.extend(entry)
         if len(buffer) >= self._limit:
             self._drain()
 
@@ -419,9 +426,13 @@ class Audit:
 
     def _drain_locked(self) -> list[tuple[AuditSink, BaseException]]:
         buffer = self._buffer
+        # Readers in other threads may extend the buffer meanwhile: take what is
+        # there now (whole reads: each read's items arrive in one atomic extend).
         count = len(buffer)
-        popleft = buffer.popleft
-        raw = [popleft() for _ in range(count)]
+        items = buffer[:count]
+        del buffer[:count]
+        read = iter(items)
+        raw: list[RawEntry] = list(zip(read, read, read, read, strict=True))
         events = self._build(raw)
         if _observers and events:
             for observe in tuple(_observers):
@@ -458,7 +469,9 @@ class Audit:
                 if pending:
                     self._pending[index] = []
         # While a sink is down and the policy is fail-closed, every read drains itself.
-        self._limit = 1 if failures and self.on_failure == "fail-closed" else self.capacity
+        self._limit = (
+            1 if failures and self.on_failure == "fail-closed" else self.capacity * ENTRY_ITEMS
+        )
         return failures
 
     def _build(self, raw: Sequence[RawEntry]) -> tuple[AuditEvent, ...]:

@@ -31,6 +31,7 @@ import codecs
 import contextlib
 import csv
 import hashlib
+import hmac
 import io
 import json
 import os
@@ -47,11 +48,11 @@ from typing import IO, Any, Final, TextIO
 
 import attrs
 
-from ._audit import pseudonym
+from ._audit import _PSEUDONYM_HEX, _PSEUDONYM_PREFIX
 from ._convert import describe_value
 from ._engine import Engine
 from ._errors import ConfigurationError
-from ._files import temp_beside
+from ._files import is_special, temp_beside, text_writer
 from ._ids import validate_id
 from ._model import Authorisation, Consent, Decision, Objection, Reason
 from ._protocol import (
@@ -93,6 +94,9 @@ PSEUDONYM_KEY_ENV: Final = "PURPOSELIMIT_PSEUDONYM_KEY"
 SNIFF_BYTES: Final = 1 << 20
 #: Bound of the decision and date caches; they are cleared when they grow past it.
 CACHE_LIMIT: Final = 200_000
+#: The longest physical line of a lead file, in bytes: a longer one refuses the file
+#: (a file of one endless line cannot make the reader hold it all in memory).
+MAX_LINE_BYTES: Final = 1 << 24
 
 _EMPTY_EVENTS: Final = SubjectEvents()
 _EXPIRED: Final = Reason.RETENTION_EXPIRED.value
@@ -128,7 +132,7 @@ class Pseudonymiser:
     (GDPR art. 4(5), 32(1)(a)).
     """
 
-    __slots__ = ("_key", "key_source")
+    __slots__ = ("_key", "_mac", "key_source")
 
     def __init__(self, key: bytes | str | None = None) -> None:
         if key is None:
@@ -145,10 +149,17 @@ class Pseudonymiser:
         if len(self._key) < 16:
             where = PSEUDONYM_KEY_ENV if self.key_source == "environment" else "the pseudonym key"
             raise ConfigurationError(f"{where} must hold at least 16 bytes")
+        # The keyed state, prepared once: a copy per subject skips the key schedule.
+        self._mac = hmac.new(self._key, digestmod="sha256")
 
     def __call__(self, subject: str) -> str:
-        """Return the pseudonym of *subject* (``ps-`` + 32 hexadecimal digits)."""
-        return pseudonym(subject, self._key)
+        """Return the pseudonym of *subject* (``ps-`` + 32 hexadecimal digits).
+
+        The same value as :func:`purposelimit._audit.pseudonym` with this key.
+        """
+        mac = self._mac.copy()
+        mac.update(subject.encode("utf-8"))
+        return _PSEUDONYM_PREFIX + mac.hexdigest()[:_PSEUDONYM_HEX]
 
     def __repr__(self) -> str:
         return f"<Pseudonymiser key_source={self.key_source!r}>"
@@ -537,9 +548,22 @@ def _did_you_mean(value: str, candidates: Iterable[str]) -> str:
 
 
 def check_purpose(register: Register, purpose: str, what: str = "purpose") -> str | None:
-    """Return why *purpose* cannot be processed for (undeclared, or a group), or ``None``."""
+    """Return why *purpose* cannot be processed for (not an id, undeclared, a group), or ``None``.
+
+    An id outside the DESIGN §9 syntax (a look-alike Cyrillic ``о``, full-width
+    letters, a zero-width joiner, upper case) is named as such, with its
+    non-ASCII characters escaped: ``'prospecti\\u043en'`` would otherwise print
+    like the declared id it imitates.
+    """
     if register.purpose(purpose) is not None:
         return None
+    syntax = validate_id(purpose)
+    if syntax is not None:
+        shown = ascii(purpose) if len(purpose) <= 60 else ascii(purpose[:57] + "...")
+        why = syntax.rpartition(" is not a valid id: ")[2]
+        return f"{what} {shown} is not a valid id: {why}" + _did_you_mean(
+            purpose, register.purposes
+        )
     if purpose in register.groups:
         inside = ", ".join(register.descendants(purpose)[:6])
         return (
@@ -1183,6 +1207,15 @@ def _rekey(event: Any, subject_key: Callable[[str], str] | None) -> Any:
 # --------------------------------------------------------------------------- dict API
 
 
+def _cells_of(header: Sequence[str]) -> Callable[[Mapping[str, str]], Sequence[str]]:
+    """A function giving a record's cells in *header* order (an itemgetter: one C call)."""
+    if len(header) == 1:
+        only = header[0]
+        return lambda record: (record[only],)
+    get: Callable[[Mapping[str, str]], Sequence[str]] = itemgetter(*header)
+    return get
+
+
 def filter_leads(
     rows: Iterable[Mapping[str, str]],
     *,
@@ -1215,6 +1248,8 @@ def filter_leads(
     """
     lead_filter: LeadFilter | None = None
     seen: dict[str, int] = {}
+    names: set[str] = set()
+    cells: Callable[[Mapping[str, str]], Sequence[str]] = tuple
     for number, record in enumerate(rows, start=1):
         if lead_filter is None:
             lead_filter = LeadFilter(
@@ -1233,23 +1268,34 @@ def filter_leads(
                 pseudonymiser=pseudonymiser,
                 engine=engine,
             )
-        header = lead_filter.header
-        if len(record) != len(header) or any(h not in record for h in header):
-            row: list[str] = list(record.values())
-            if len(row) == len(header):
-                row.append("")  # other keys: a ragged row all the same
+            # What every row needs, looked up once.
+            header = lead_filter.header
+            names = set(header)
+            cells = _cells_of(header)
+            judge = lead_filter._judge
+            refer = lead_filter.pseudonymiser if lead_filter._pseudonyms else None
+            output_header = lead_filter.output_header
+            project = lead_filter.project
+        row: Sequence[str]
+        if record.keys() == names:  # the header's columns, no other (set comparison, in C)
+            row = cells(record)
         else:
-            row = [record[h] for h in header]
-        outcome, subject = lead_filter._judge(row)
+            ragged = list(record.values())
+            if len(ragged) == len(names):
+                ragged.append("")  # other keys: a ragged row all the same
+            row = ragged
+        outcome, subject = judge(row)
         outcome.rows += 1
         duplicate = None
+        ref = subject
         if subject is not None:
             first = seen.setdefault(subject, number)
             duplicate = first if first != number else None
-        ref = None if subject is None else lead_filter.subject_ref(subject)
+            if refer is not None:
+                ref = refer(subject)
         values = None
         if outcome.allowed:
-            values = dict(zip(lead_filter.output_header, lead_filter.project(row), strict=True))
+            values = dict(zip(output_header, project(row), strict=True))
         yield RowResult(
             line=number,
             kept=outcome.allowed,
@@ -1266,13 +1312,19 @@ def filter_leads(
 
 
 class _HashingReader(io.RawIOBase):
-    """A raw binary reader that hashes (SHA-256) and counts the bytes it returns."""
+    """A raw binary reader that hashes (SHA-256) and counts the bytes it returns.
+
+    It also refuses a physical line longer than :data:`MAX_LINE_BYTES` (raising
+    :class:`csv.Error`, reported like any unreadable CSV), so that the text and
+    CSV readers above it never hold more than that much of one line.
+    """
 
     def __init__(self, handle: IO[bytes]) -> None:
         super().__init__()
         self._handle = handle
         self.sha256 = hashlib.sha256()
         self.position = 0
+        self._run = 0  # bytes since the last newline
 
     def readable(self) -> bool:
         return True
@@ -1280,8 +1332,13 @@ class _HashingReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         n = self._handle.readinto(buffer)  # type: ignore[attr-defined]  # a buffered binary file
         if n:
-            self.sha256.update(memoryview(buffer)[:n])
+            chunk = memoryview(buffer)[:n]
+            self.sha256.update(chunk)
             self.position += n
+            last = bytes(chunk).rfind(b"\n")
+            self._run = self._run + n if last < 0 else n - last - 1
+            if self._run > MAX_LINE_BYTES:
+                raise csv.Error(f"a line is longer than {MAX_LINE_BYTES:,} bytes")
         return int(n or 0)
 
     def close(self) -> None:
@@ -1583,13 +1640,20 @@ def filter_csv(
         notice(sniffed.note)
     size = os.path.getsize(src)
     pseudonymiser = pseudonymiser if pseudonymiser is not None else Pseudonymiser()
-    fd, tmp = temp_beside(dst)
+    tmp: str | None = None
+    if is_special(dst):
+        # A device or a pipe (/dev/stdout): written in place, as rows are decided;
+        # renaming a finished file onto it would replace the device itself.
+        fd = os.open(dst, os.O_WRONLY)
+    else:
+        fd, tmp = temp_beside(dst)
     report_tmp: str | None = None
     done = False
     with contextlib.ExitStack() as stack:
-        stack.callback(_cleanup, tmp, lambda: done)
+        if tmp is not None:
+            stack.callback(_cleanup, tmp, lambda: done)
         stack.callback(lambda: None if done or report_tmp is None else _cleanup(report_tmp))
-        sink = stack.enter_context(open(fd, "w", encoding=sniffed.encoding, newline=""))
+        sink = stack.enter_context(text_writer(fd, dst, sniffed.encoding))
         excluded_spool = stack.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8"))
         duplicate_spool = stack.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8"))
         raw = _HashingReader(stack.enter_context(open(src, "rb")))
@@ -1696,7 +1760,8 @@ def filter_csv(
         if audit is not None:
             excluded_spool.seek(0)
             _append_audit(os.fspath(audit), summary, _lines(excluded_spool), actor)
-        os.replace(tmp, dst)
+        if tmp is not None:
+            os.replace(tmp, dst)
         if report_tmp is not None and report_path is not None:
             os.replace(report_tmp, report_path)
         done = True
@@ -1720,16 +1785,22 @@ def _lines(spool: IO[str]) -> Iterator[dict[str, Any]]:
 
 
 def _undecodable_line(file: str, encoding: str) -> int | None:
-    """The physical line holding the first byte *encoding* cannot decode (a newline byte is
-    never part of a multi-byte UTF-8 sequence, so lines decode on their own)."""
+    """The physical line holding the first byte *encoding* cannot decode, read in bounded
+    blocks (a newline byte is never part of a multi-byte UTF-8 sequence, so counting the
+    newlines before the bad byte gives its line)."""
     codec = "utf-8" if encoding == "utf-8-sig" else encoding
+    decoder = codecs.getincrementaldecoder(codec)("strict")
+    number = 1
     try:
         with open(file, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
+            # In bounded blocks, not lines: a line may be longer than memory.
+            for block in iter(lambda: handle.read(1 << 16), b""):
+                pending = len(decoder.getstate()[0])
                 try:
-                    raw.decode(codec)
-                except UnicodeDecodeError:
-                    return number
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    return number + block.count(b"\n", 0, max(exc.start - pending, 0))
+                number += block.count(b"\n")
     except OSError:
         return None
     return None
@@ -1945,7 +2016,10 @@ def retention_sweep(
     sniffed = sniff_csv(src, encoding=encoding, delimiter=delimiter)
     if sniffed.note and notice is not None:
         notice(sniffed.note)
-    with open(src, encoding=sniffed.encoding, newline="") as text:
+    raw = _HashingReader(open(src, "rb"))  # noqa: SIM115  # closed with the text reader
+    with io.TextIOWrapper(
+        io.BufferedReader(raw, 1 << 16), encoding=sniffed.encoding, newline=""
+    ) as text:
         reader = csv.reader(text, delimiter=sniffed.delimiter)
         try:
             header = next(reader, None)

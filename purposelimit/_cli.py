@@ -35,7 +35,7 @@ from ._bulk import (
 from ._cases import add_test_command
 from ._engine import Engine
 from ._errors import ConfigurationError, PurposeLimitError, RegisterError, StoreError
-from ._files import temp_beside
+from ._files import is_special, temp_beside, text_writer
 from ._model import Authorisation, Consent, Objection
 from ._protocol import (
     InputError,
@@ -162,9 +162,15 @@ def _atomic_text(path: str | None, encoding: str = "utf-8") -> Iterator[IO[str]]
                 out.write(chunk)
             out.flush()
         return
+    if is_special(path):
+        # A device or a pipe (/dev/stdout): written in place; renaming a finished
+        # file onto it would replace the device itself.
+        with text_writer(os.open(path, os.O_WRONLY), path, encoding) as handle:
+            yield handle
+        return
     fd, tmp = temp_beside(path)
     try:
-        with open(fd, "w", encoding=encoding, newline="") as handle:
+        with text_writer(fd, path, encoding) as handle:
             yield handle
         os.replace(tmp, path)
     except BaseException:
@@ -360,16 +366,44 @@ def _retention_json(
 # --------------------------------------------------------------------------- decide
 
 
+#: The longest request line ``decide`` reads (bytes, or characters from a text stream). A
+#: longer line is answered with an error and skipped in bounded chunks: memory stays bounded.
+MAX_REQUEST_LINE = 1 << 24
+
+
+def _bounded_lines(read: Callable[[int], Any], newline: Any) -> Iterator[tuple[Any, bool]]:
+    """Yield ``(line, too_long)`` from ``read(limit)`` (a ``readline``); never more than the limit.
+
+    A line longer than :data:`MAX_REQUEST_LINE` is yielded once, empty, with
+    ``too_long``, after the rest of it has been read and dropped chunk by chunk.
+    """
+    while True:
+        line = read(MAX_REQUEST_LINE + 1)
+        if not line:
+            return
+        if len(line) <= MAX_REQUEST_LINE or line.endswith(newline):
+            yield line, False
+            continue
+        while line and not line.endswith(newline):
+            line = read(1 << 20)
+        yield newline[:0], True
+
+
 def _stdin_lines() -> Iterator[tuple[str | None, str | None]]:
     """Yield ``(text, problem)`` per input line; bytes are decoded as UTF-8 line by line."""
     stream = sys.stdin
+    too_long = f"the line is longer than {MAX_REQUEST_LINE:,} bytes"
     raw = getattr(stream, "buffer", None)
     if raw is None:
-        for line in stream:
-            yield line, None
+        for line, long in _bounded_lines(stream.readline, "\n"):
+            yield (None, too_long) if long else (line, None)
         return
     first = True
-    for data in raw:
+    for data, long in _bounded_lines(raw.readline, b"\n"):
+        if long:
+            first = False
+            yield None, too_long
+            continue
         if first and data.startswith(b"\xef\xbb\xbf"):
             data = data[3:]
         first = False

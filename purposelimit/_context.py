@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 import attrs
 
 from ._audit import Audit, Mode, resolve_audit
+from ._engine import EPOCH
 from ._errors import AuditError, ConfigurationError, NaiveDatetimeError
 from ._model import CategoryDecision, Decision, Reason
 
@@ -246,6 +247,7 @@ class EngineToken:
             return
         with _defaults_lock:
             _defaults = self._previous
+            EPOCH.advance()
         self._done = True
 
     def __enter__(self) -> EngineToken:
@@ -286,6 +288,7 @@ def set_engine(engine: Engine | None, *, mode: Mode | None = None) -> EngineToke
     with _defaults_lock:
         previous = _defaults
         _defaults = _Defaults(engine, previous.mode if mode is None else mode)
+        EPOCH.advance()  # blocks using the defaults prepare anew
     return EngineToken(previous)
 
 
@@ -347,24 +350,41 @@ def _aware_timestamp(clock: Callable[[], datetime]) -> Callable[[], float]:
 class Active:
     """What the ContextVar holds while a block runs: the scope and the read path's shortcuts.
 
-    Created afresh at every entry (its identity finds the entry's token); never
-    changed afterwards.
+    What the read path uses never changes after it is made, so one is shared
+    by every entry of its ``processing`` object that starts from the same
+    outer value: ``block`` is that object (only it may exit the entry),
+    ``previous`` the ContextVar's value to restore on exit (``None`` outside
+    any block) and ``token`` the ContextVar token of its latest entry, which
+    exits with it unless another context entered meanwhile (then exit sets
+    ``previous`` back instead).
     """
 
     __slots__ = (
         "audit",
         "binding",
+        "block",
         "buffer",
         "clock",
         "engine",
         "monitor",
         "now",
+        "previous",
         "runtime",
         "scope",
         "store",
+        "token",
     )
 
-    def __init__(self, scope: ProcessingScope, runtime: Runtime) -> None:
+    def __init__(
+        self,
+        scope: ProcessingScope,
+        runtime: Runtime,
+        block: object = None,
+        previous: Active | None = None,
+    ) -> None:
+        self.block = block
+        self.previous = previous
+        self.token: contextvars.Token[Active | None] | None = None
         self.scope = scope
         self.runtime = runtime
         self.engine = runtime.engine
@@ -382,9 +402,12 @@ class Active:
             self.clock = runtime.clock if clock is None else clock
             self.now = _aware_timestamp(self.clock)
 
-    def again(self) -> Active:
-        """A new Active for another entry of the same block (a distinct identity, same contents)."""
+    def under(self, previous: Active) -> Active:
+        """A copy for an entry nested in *previous* (restored when that entry exits)."""
         new = Active.__new__(Active)
+        new.block = self.block
+        new.previous = previous
+        new.token = None
         new.scope = self.scope
         new.runtime = self.runtime
         new.engine = self.engine
@@ -431,6 +454,9 @@ class Active:
 _CURRENT: contextvars.ContextVar[Active | None] = contextvars.ContextVar(
     "purposelimit_processing", default=None
 )
+_current_get = _CURRENT.get
+_current_set = _CURRENT.set
+_current_reset = _CURRENT.reset
 
 
 def current_processing() -> ProcessingScope | None:
@@ -481,7 +507,7 @@ class processing:  # noqa: N801 - a lower-case name, like contextlib's context m
             none installed.
     """
 
-    __slots__ = ("_cache", "_tokens", "actor", "clock", "engine", "mode", "purpose")
+    __slots__ = ("_cache", "_engine", "_mode", "_nested", "actor", "clock", "purpose")
 
     def __init__(
         self,
@@ -502,40 +528,90 @@ class processing:  # noqa: N801 - a lower-case name, like contextlib's context m
             raise ConfigurationError("clock: a callable returning an aware datetime")
         self.purpose = purpose
         self.actor = actor
-        self.engine = engine
-        self.mode: Mode | None = mode
+        self._engine = engine
+        self._mode: Mode | None = mode
         self.clock = clock
-        self._tokens: dict[Active, contextvars.Token[Active | None]] = {}
-        self._cache: tuple[Mode, Active] | None = None
+        # The Active of an entry from outside any block, and the configuration
+        # epoch it was made in (EPOCH.current). One tuple, so that threads
+        # sharing this object never see a mismatched pair.
+        self._cache: tuple[object, Active] | None = None
+        # The Active of the last entry nested in another block (its ``previous``).
+        self._nested: Active | None = None
+
+    @property
+    def engine(self) -> Engine | None:
+        """The engine given, or ``None`` for the default engine (resolved at each entry)."""
+        return self._engine
+
+    @engine.setter
+    def engine(self, engine: Engine | None) -> None:
+        self._engine = engine
+        self._cache = None
+
+    @property
+    def mode(self) -> Mode | None:
+        """The mode given, or ``None`` for the default mode (resolved at each entry)."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: Mode | None) -> None:
+        if mode is not None and mode not in _MODES:
+            raise ConfigurationError(f"mode: expected 'enforce' or 'monitor', not {mode!r}")
+        self._mode = mode
+        self._cache = None
 
     def __repr__(self) -> str:
         return f"processing({self.purpose!r}, actor={self.actor!r}, mode={self.mode!r})"
 
     def _activate(self) -> Active:
-        engine = self.engine
+        """The Active of an entry from outside any block (``previous`` is ``None``).
+
+        Reused while the configuration epoch is the one it was made in: no
+        engine's register, store, clock or audit and no default (:func:`set_engine`)
+        has been replaced since, nor this object's ``engine`` or ``mode``
+        (their setters forget it); made anew otherwise.
+        """
+        cache = self._cache
+        if cache is not None and cache[0] is EPOCH.current:
+            return cache[1]
+        epoch = EPOCH.current  # read first: a change meanwhile makes the next entry rebuild
+        defaults = _defaults
+        engine = self._engine
         if engine is None:
-            engine = _defaults.engine
+            engine = defaults.engine
             if engine is None:
                 raise ConfigurationError(
                     f"processing({self.purpose!r}): no engine. Remedy: pass engine=..., or "
                     "install a default engine once with purposelimit.set_engine(engine)"
                 )
-        mode = self.mode or _defaults.mode
-        cache = self._cache
-        if cache is not None:
-            template = cache[1]
-            if cache[0] == mode and template.engine is engine and template.runtime.current():
-                return template.again()
+        mode = self._mode or defaults.mode
+        runtime = runtime_for(engine)
         scope = ProcessingScope(self.purpose, self.actor, mode, engine, self.clock)
-        active = Active(scope, runtime_for(engine))
-        self._cache = (mode, active)
+        active = Active(scope, runtime, self)
+        self._cache = (epoch, active)
         return active
+
+    def _under(self, active: Active, previous: Active) -> Active:
+        """The Active of an entry nested in the block whose Active is *previous*."""
+        nested = self._nested
+        if nested is None or nested.previous is not previous or nested.scope is not active.scope:
+            nested = self._nested = active.under(previous)
+        return nested
 
     # ------------------------------------------------------------------ context manager
 
     def __enter__(self) -> ProcessingScope:
-        active = self._activate()
-        self._tokens[active] = _CURRENT.set(active)
+        # _activate() inlined for its common case: the cached Active still fits.
+        cache = self._cache
+        active = cache[1] if cache is not None and cache[0] is EPOCH.current else self._activate()
+        previous = _current_get()
+        if previous is not None:
+            nested = self._nested  # _under() inlined for its common case
+            if nested is not None and nested.previous is previous and nested.scope is active.scope:
+                active = nested
+            else:
+                active = self._under(active, previous)
+        active.token = _current_set(active)
         return active.scope
 
     def __exit__(
@@ -544,16 +620,21 @@ class processing:  # noqa: N801 - a lower-case name, like contextlib's context m
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        active = _CURRENT.get()
-        token = None if active is None else self._tokens.pop(active, None)
-        if active is None or token is None:
+        active = _current_get()
+        if active is None or active.block is not self:
             raise RuntimeError(
                 f"{self!r} exited while another processing block was active: blocks must "
                 "exit in the reverse order of entry (a generator that yields inside a "
                 "block leaves it open in its caller)"
             )
-        _CURRENT.reset(token)
-        _close(active, exc)
+        try:
+            _current_reset(active.token)  # type: ignore[arg-type]  # None: TypeError, below
+        except (RuntimeError, TypeError, ValueError):
+            # The token is another context's (this object was entered in another
+            # thread or task meanwhile), or already used: set the value back.
+            _current_set(active.previous)
+        if active.buffer:
+            _close(active, exc)
 
     async def __aenter__(self) -> ProcessingScope:
         return self.__enter__()

@@ -413,9 +413,12 @@ def _compile(register: Register, p0_id: str, p_id: str, category: str) -> _Plan:
 # --------------------------------------------------------------------------- retention
 
 
-#: Retention ends already computed, by (duration, anchor instant). Pure values,
-#: so sharing them between engines and threads is safe; emptied when it grows large.
-_ENDS: dict[tuple[int, timedelta, datetime], datetime] = {}
+#: Retention ends already computed, by (duration, anchor instant, its UTC offset).
+#: Pure values, so sharing them between engines and threads is safe; emptied when
+#: it grows large. The offset is in the key because two datetimes of one zone in
+#: the repeated autumn hour (02:30 summer time, 02:30 winter time) compare and
+#: hash equal, although they are an hour apart.
+_ENDS: dict[tuple[int, timedelta, datetime, timedelta | None], datetime] = {}
 _ENDS_MAX = 1 << 16
 
 
@@ -444,7 +447,7 @@ def _clause_end(
     if new_basis_at is not None and new_basis_at > base:
         base = new_basis_at
     duration = clause.retention.duration
-    key = (duration.months, duration.delta, base)
+    key = (duration.months, duration.delta, base, base.utcoffset())
     end = _ENDS.get(key)
     if end is None:
         end = add_duration(base, duration)
@@ -497,6 +500,33 @@ def _default_clock() -> datetime:
     return datetime.now(UTC)
 
 
+class Epoch:
+    """A value that changes whenever what ``processing`` blocks prepare may be stale.
+
+    ``current`` is replaced by a new object when any engine's register, store,
+    clock or audit is replaced, and when the default engine or mode is
+    (:func:`~purposelimit.set_engine`): a block checks it with one identity
+    test before reusing what it prepared. Such changes are configuration,
+    rare; a block rebuilds what it prepared after each.
+    """
+
+    __slots__ = ("current",)
+
+    def __init__(self) -> None:
+        self.current = object()
+
+    def advance(self) -> None:
+        """Make every block prepare anew at its next entry."""
+        self.current = object()
+
+
+#: The configuration epoch shared by every engine and ``processing`` block.
+EPOCH = Epoch()
+
+#: The attributes of an :class:`Engine` whose replacement advances :data:`EPOCH`.
+_CONFIGURATION = frozenset({"_register", "store", "clock", "audit"})
+
+
 class Engine:
     """Decides reads of personal data as DESIGN §3 defines, from a register and a store.
 
@@ -536,6 +566,14 @@ class Engine:
     def register(self, register: Register) -> None:
         self._register = register
         self._plans = {}
+
+    def __setattr__(self, name: str, value: object) -> None:
+        replaced = name in _CONFIGURATION and name in self.__dict__  # not set by __init__
+        object.__setattr__(self, name, value)
+        if replaced:
+            # The register, store, clock or audit is replaced: processing blocks
+            # prepared for this engine must prepare anew (see Epoch).
+            EPOCH.advance()
 
     def __repr__(self) -> str:
         return f"<Engine register={self._register!r} store={self.store!r}>"
@@ -598,7 +636,10 @@ class Engine:
         cats = tuple(categories)
         if not cats:
             raise ValueError("categories: a decision needs at least one data category")
-        when = self.now() if at is None else ensure_aware(at, "at")
+        # In UTC: Python orders two datetimes sharing one tzinfo by wall-clock time,
+        # fold ignored, so in the repeated autumn hour a ZoneInfo instant would be
+        # compared wrongly with events in the same zone.
+        when = (self.now() if at is None else ensure_aware(at, "at")).astimezone(UTC)
         if purpose is None:
             return Decision.combine(None, tag.purpose, (_no_purpose(c) for c in cats))
         subject = tag.subject
@@ -655,7 +696,8 @@ class Engine:
             subject: the data subject's id.
             collected_at, last_contact_at, contract_ended_at: the record's
                 aware instants T0, T1 and T2 (T1 and T2 may be unknown).
-            at: the aware instant of the read (not re-checked here for speed).
+            at: the aware instant of the read (not checked beforehand, for speed:
+                a naive one is named when a comparison fails on it).
             events: the data subject's events; read from the store when ``None``
                 (and only if the decision depends on them).
             authorisations: the authorisations; read from the store when ``None``.
@@ -667,18 +709,34 @@ class Engine:
             contact or contract end dated after *at*), or ``None`` if it can
             never change. The decision holds for every instant in ``[at, until)``
             while the store's version is unchanged.
+
+        Raises:
+            NaiveDatetimeError: *at* (or an instant of the record) is naive.
         """
         if purpose is None:
             return _no_purpose(category), None
-        return self._judge(
-            self._plan(collected_for, purpose, category),
-            subject,
-            collected_at,
-            last_contact_at,
-            contract_ended_at,
-            at,
-            _Lookup(self.store, subject, events, authorisations),
-        )
+        if at.tzinfo is not UTC:  # one time scale (see decide); the read path's is UTC already
+            at = ensure_aware(at, "at").astimezone(UTC)
+        try:
+            return self._judge(
+                self._plan(collected_for, purpose, category),
+                subject,
+                collected_at,
+                last_contact_at,
+                contract_ended_at,
+                at,
+                _Lookup(self.store, subject, events, authorisations),
+            )
+        except TypeError:  # free unless raised: an aware and a naive instant compared
+            for name, value in (
+                ("at", at),
+                ("collected_at", collected_at),
+                ("last_contact_at", last_contact_at),
+                ("contract_ended_at", contract_ended_at),
+            ):
+                if value is not None:
+                    ensure_aware(value, name)
+            raise
 
     def check_collection(self, purpose: str, categories: Iterable[str]) -> list[tuple[str, Reason]]:
         """The categories a record collected for *purpose* may not hold (minimisation).

@@ -7,13 +7,13 @@ policy text.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 if TYPE_CHECKING:
-    from ._model import Decision
+    from ._model import Decision, Reason
 
 __all__ = [
     "AuditError",
@@ -21,6 +21,7 @@ __all__ = [
     "ConfigurationError",
     "EventRefused",
     "NaiveDatetimeError",
+    "OutOfRangeError",
     "ProcessingDenied",
     "PurposeLimitError",
     "RegisterError",
@@ -39,6 +40,10 @@ class ConfigurationError(PurposeLimitError, ValueError):
 
 class NaiveDatetimeError(PurposeLimitError, ValueError):
     """A datetime without a timezone was given where an instant is needed (DESIGN §3)."""
+
+
+class OutOfRangeError(PurposeLimitError, ValueError):
+    """An ISO-8601 date-time whose offset puts it outside the years 1 to 9999 in UTC."""
 
 
 class StoreError(PurposeLimitError, RuntimeError):
@@ -108,6 +113,63 @@ class RegisterError(PurposeLimitError, ValueError):
         return (type(self), (self.problems, self.source))
 
 
+class DenialDetails:
+    """What a :class:`ProcessingDenied` carries; its message and remedy are built lazily.
+
+    The read path keeps one per memoised denial (field and decision) and hands
+    the same one to every :class:`ProcessingDenied` it raises for it: raising
+    formats no string. The remedy and the message are built the first time
+    they are asked for, and kept. ``str()`` and ``repr()`` are the message's,
+    so the exception's ``args`` read as a message. Never holds a personal value.
+    """
+
+    __slots__ = ("_message", "_remedy", "decision", "field", "record_type", "subject_ref")
+
+    def __init__(
+        self,
+        decision: Decision,
+        record_type: str,
+        field: str,
+        subject_ref: str | None,
+        remedy: str | Callable[[], str],
+    ) -> None:
+        self.decision = decision
+        self.record_type = record_type
+        self.field = field
+        self.subject_ref = subject_ref
+        self._remedy = remedy
+        self._message: str | None = None
+
+    @property
+    def remedy(self) -> str:
+        """What would make the read lawful, in one sentence."""
+        remedy = self._remedy
+        if not isinstance(remedy, str):
+            remedy = self._remedy = remedy()
+        return remedy
+
+    def __str__(self) -> str:
+        message = self._message
+        if message is None:
+            decision = self.decision
+            message = self._message = (
+                f"{self.record_type}.{self.field} denied under purpose "
+                f"{decision.purpose or '(none)'} (collected for "
+                f"{decision.collected_for or '(none)'}): {decision.reason} — "
+                f"{decision.explanation}. Remedy: {self.remedy}"
+            )
+        return message
+
+    def __repr__(self) -> str:
+        return repr(str(self))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            DenialDetails,
+            (self.decision, self.record_type, self.field, self.subject_ref, self.remedy),
+        )
+
+
 class ProcessingDenied(PurposeLimitError, PermissionError):
     """A read of personal data was denied by the register.
 
@@ -120,7 +182,9 @@ class ProcessingDenied(PurposeLimitError, PermissionError):
         remedy: what would make the read lawful.
 
     The message names the record type, field, both purposes, reason and remedy;
-    it never contains the value that was read.
+    it never contains the value that was read. It is built when first shown
+    (``str()``), not when the exception is raised; ``args`` holds one item
+    whose ``str()`` and ``repr()`` are the message's.
     """
 
     def __init__(
@@ -132,18 +196,42 @@ class ProcessingDenied(PurposeLimitError, PermissionError):
         subject_ref: str | None,
         remedy: str,
     ) -> None:
-        self.decision = decision
-        self.reason = decision.reason
-        self.record_type = record_type
-        self.field = field
-        self.subject_ref = subject_ref
-        self.remedy = remedy
-        collected = decision.collected_for or "(none)"
-        super().__init__(
-            f"{record_type}.{field} denied under purpose {decision.purpose or '(none)'} "
-            f"(collected for {collected}): {decision.reason} — {decision.explanation}. "
-            f"Remedy: {remedy}"
-        )
+        super().__init__(DenialDetails(decision, record_type, field, subject_ref, remedy))
+
+    @property
+    def _details(self) -> DenialDetails:
+        details: DenialDetails = self.args[0]
+        return details
+
+    @property
+    def decision(self) -> Decision:
+        """The decision (reason code, rule, purposes)."""
+        return self._details.decision
+
+    @property
+    def reason(self) -> Reason:
+        """The reason code."""
+        return self._details.decision.reason
+
+    @property
+    def record_type(self) -> str:
+        """The record class's name."""
+        return self._details.record_type
+
+    @property
+    def field(self) -> str:
+        """The field that was read."""
+        return self._details.field
+
+    @property
+    def subject_ref(self) -> str | None:
+        """The data subject's id, or its keyed pseudonym when configured."""
+        return self._details.subject_ref
+
+    @property
+    def remedy(self) -> str:
+        """What would make the read lawful."""
+        return self._details.remedy
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
@@ -157,6 +245,11 @@ class ProcessingDenied(PurposeLimitError, PermissionError):
                 self.remedy,
             ),
         )
+
+
+#: ``OSError.__new__``: the read path makes a :class:`ProcessingDenied` with it and
+#: sets ``args`` to its :class:`DenialDetails`, skipping ``__init__``.
+_new_denied = ProcessingDenied.__new__
 
 
 def _rebuild_denied(

@@ -55,6 +55,12 @@ Format = Literal["toml", "json"]
 _SECTIONS = tuple(ENTRY_TYPES)
 _TOP_KEYS = ("register", *_SECTIONS)
 
+#: The largest register text read (bytes of a file, characters of a text): 16 MiB,
+#: some 250 times the shipped preset. Parsing never starts on more.
+MAX_REGISTER_SIZE = 1 << 24
+#: The most entries one section (purposes, categories, compatibility) may hold.
+MAX_ENTRIES = 100_000
+
 
 # --------------------------------------------------------------------------- public API
 
@@ -73,18 +79,22 @@ def load_register(path: str | os.PathLike[str]) -> Register:
     Raises:
         RegisterError: the file cannot be read or is refused; ``problems``
             lists every problem at once, each with the file as given, its path
-            and, when known, its line.
+            and, when known, its line. A file larger than 16 MiB, or a section
+            of more than 100,000 entries, is refused before it is parsed or
+            checked.
     """
     name = os.fspath(path)
     fmt: Format = "json" if name.lower().endswith(".json") else "toml"
     try:
         with open(name, "rb") as handle:
-            raw = handle.read()
+            raw = handle.read(MAX_REGISTER_SIZE + 1)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise RegisterError(
             [RegisterProblem("", f"the file cannot be read: {reason}", None, name)], name
         ) from None
+    if len(raw) > MAX_REGISTER_SIZE:
+        raise RegisterError([RegisterProblem("", _TOO_LARGE, None, name)], name)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -143,7 +153,15 @@ _UNPARSED = object()  # the text could not be parsed: its problems say why
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)\Z")
 
 
+_TOO_LARGE = (
+    f"the register is larger than {MAX_REGISTER_SIZE >> 20} MiB, more than any record of "
+    "processing activities needs: it is not read"
+)
+
+
 def _loads(text: str, fmt: Format, source: str | None, *, allow_preset: bool) -> Register:
+    if len(text) > MAX_REGISTER_SIZE:
+        raise RegisterError([RegisterProblem("", _TOO_LARGE, None, source)], source)
     if fmt == "json":
         data, problems = _parse_json(text)
     else:
@@ -594,6 +612,20 @@ def _build(
         report(path, message)
     if found_header is not None:
         header = found_header
+
+    oversized = [
+        section
+        for section in _SECTIONS
+        if isinstance(data.get(section), list) and len(data[section]) > MAX_ENTRIES
+    ]
+    if oversized:
+        for section in oversized:
+            report(
+                section,
+                f"{len(data[section]):,} entries: a register holds at most {MAX_ENTRIES:,} "
+                f"{section} entries; it is not checked further",
+            )
+        raise RegisterError(problems, src.name)
 
     entries: dict[str, list[_Entry]] = {section: [] for section in _SECTIONS}
     own_label = f"{src.name}" if src.name else "the register"

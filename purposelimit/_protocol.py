@@ -48,7 +48,7 @@ from ._model import (
     Objection,
 )
 from ._store import SubjectEvents
-from ._time import parse_datetime
+from ._time import OutOfRangeError, parse_datetime
 
 __all__ = [
     "SUPPRESSION_AT",
@@ -135,7 +135,8 @@ def parse_instant(text: str, name: str) -> datetime:
         An aware datetime.
 
     Raises:
-        ProtocolError: not ISO-8601, or a date-time without an offset.
+        ProtocolError: not ISO-8601, a date-time without an offset, or one
+            whose offset puts it outside the years 1 to 9999 in UTC.
     """
     try:
         return parse_datetime(text, name)
@@ -143,6 +144,10 @@ def parse_instant(text: str, name: str) -> datetime:
         raise ProtocolError(
             f"{name}: a date-time needs an offset ('Z' or '+01:00'); "
             "a bare date (2025-01-10) means midnight UTC"
+        ) from None
+    except OutOfRangeError:
+        raise ProtocolError(
+            f"{name}: out of range: an instant must fall between the years 1 and 9999 in UTC"
         ) from None
     except ValueError:
         raise ProtocolError(
@@ -618,6 +623,10 @@ def _loads(text: str) -> object:
         raise ProtocolError(f"not JSON: {exc.msg} at column {exc.colno}") from None
     except RecursionError:
         raise ProtocolError("not JSON this program can read: nested too deeply") from None
+    except ProtocolError:  # a duplicate key, from the hook
+        raise
+    except ValueError:  # an integer of more than 4300 digits (sys.get_int_max_str_digits)
+        raise ProtocolError("not JSON this program can read: a number is too long") from None
 
 
 def parse_request_line(line: str) -> DecideRequest:
@@ -771,8 +780,10 @@ def _json_items(name: str, text: str) -> Iterator[tuple[int, object]]:
     if text[pos : pos + 1] == "]":
         _expect_end(name, text, pos + 1)
         return
+    line, counted = 1, 0  # lines counted incrementally: one pass over the text, not one per item
     while True:
-        line = text.count("\n", 0, pos) + 1
+        line += text.count("\n", counted, pos)
+        counted = pos
         try:
             item, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
@@ -782,6 +793,10 @@ def _json_items(name: str, text: str) -> Iterator[tuple[int, object]]:
         except RecursionError:
             raise InputError(
                 name, "not JSON this program can read: nested too deeply", line=line
+            ) from None
+        except ValueError:  # an integer of more than 4300 digits
+            raise InputError(
+                name, "not JSON this program can read: a number is too long", line=line
             ) from None
         yield line, item
         pos = _skip_ws(text, pos)

@@ -33,7 +33,13 @@ from typing_extensions import dataclass_transform
 
 from ._audit import Audit, Memo
 from ._context import _CURRENT, Active, default_mode, fallback_audit, get_engine, runtime_for
-from ._errors import CollectionRefused, ConfigurationError, ProcessingDenied
+from ._errors import (
+    CollectionRefused,
+    ConfigurationError,
+    DenialDetails,
+    ProcessingDenied,
+    _new_denied,
+)
 from ._ids import validate_id
 from ._model import CategoryDecision, Collection, CollectionTag, Decision, Reason
 from ._time import ensure_aware
@@ -53,6 +59,7 @@ __all__ = [
     "record",
     "remedy",
     "tag_of",
+    "unguarded",
     "validate_collection",
 ]
 
@@ -165,11 +172,17 @@ class _Extra(Mapping[str, CollectionTag]):
     :func:`attrs.evolve` keep the field tags and drop the memo.
     """
 
-    __slots__ = ("memo", "tags")
+    __slots__ = ("denials", "memo", "tags")
 
     def __init__(self, field_tags: Mapping[str, CollectionTag] | None = None) -> None:
         self.tags: Mapping[str, CollectionTag] = dict(field_tags) if field_tags else _NO_TAGS
-        self.memo: dict[object, Memo] = {}
+        #: One memoised decision per personal field, at its guard's index (a
+        #: list: indexing it is the cheapest lookup of the read path); grown on
+        #: demand, :data:`_NO_MEMO` where nothing is memoised.
+        self.memo: list[Memo] = []
+        #: Per guard index: the last memo a denial was raised for, and the
+        #: details every denial raised for that memo shares.
+        self.denials: dict[int, tuple[Memo, DenialDetails]] | None = None
 
     def __getitem__(self, name: str) -> CollectionTag:
         return self.tags[name]
@@ -245,6 +258,8 @@ def _check_instant(_inst: object, attribute: attrs.Attribute[Any], value: object
 # --------------------------------------------------------------------------- the guard
 
 _current_get = _CURRENT.get
+#: The memo of a field nothing is memoised for: its binding is no block's.
+_NO_MEMO: Memo = (object(), math.inf, -math.inf, None, False, None, "", "")  # type: ignore[assignment]  # a placeholder, never audited
 _CONSTRUCTING: contextvars.ContextVar[object] = contextvars.ContextVar(
     "purposelimit_constructing", default=None
 )
@@ -259,33 +274,50 @@ class _Guard:
     only then fetched.
     """
 
-    __slots__ = ("_get", "_member", "category", "name", "record_type")
+    __slots__ = ("_get", "_member", "category", "index", "name", "record_type")
 
-    def __init__(self, member: Any, name: str, category: str, record_type: str) -> None:
+    def __init__(
+        self, member: Any, name: str, category: str, record_type: str, index: int = 0
+    ) -> None:
         self._member = member
         self._get: Callable[[Any, Any], Any] = member.__get__
         self.name = name
         self.category = category
         self.record_type = record_type
+        #: The field's position among its class's personal fields: its memo's index.
+        self.index = index
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        # The common path: a decision memoised on the record for this field and
-        # processing purpose, still valid now, for this store version.
-        if obj is None:
-            return self
-        active = _current_get()
-        if active is not None:
-            extra = obj.field_tags
-            if extra is not None:
-                memo = extra.memo.get(self)
-                if memo is not None and memo[0] is active.binding:
-                    now = active.now()
-                    if memo[1] <= now < memo[2] and memo[4] and memo[3] == active.store.version:
-                        buffer = active.buffer
-                        buffer.append((active, self, memo, now))
-                        if len(buffer) >= active.audit._limit:
-                            active.audit._drain()
-                        return self._get(obj, objtype)
+        # The common path, in as few steps as possible: a decision memoised on the
+        # record for this field under the active block's purpose (its binding),
+        # valid now and for this store version; the read goes to the audit buffer
+        # (one extend, see ENTRY_ITEMS), then the value is returned — or, for a
+        # memoised denial in enforce mode, its exception raised. Whatever is
+        # missing — no block (active is None), no memo yet (field_tags is None,
+        # or the list is short), an access on the class (obj is None) — raises
+        # AttributeError or IndexError here and takes the full path, _read; a
+        # full buffer and monitor mode end in _settle.
+        active: Active = _current_get()  # type: ignore[assignment]  # None fails in the try
+        try:
+            memo = obj.field_tags.memo[self.index]
+            fresh = memo[0] is active.binding
+        except (AttributeError, IndexError):
+            return _read(self, obj, objtype, active)
+        if fresh:
+            # Callables kept in slots are fetched, then called: `active.now()` would
+            # compile to a method lookup CPython 3.11 cannot specialise for a slot.
+            clock = active.now
+            now = clock()
+            if memo[1] <= now < memo[2] and memo[3] == active.store.version:
+                buffer = active.buffer
+                buffer.extend((active, self, memo, now))
+                if len(buffer) < active.audit._limit:
+                    if memo[4]:
+                        get = self._get
+                        return get(obj, objtype)
+                    if not active.monitor:
+                        raise _denial(self, memo, active.audit, obj.field_tags)
+                return _settle(self, obj, objtype, active, memo)
         return _read(self, obj, objtype, active)
 
     def __set__(self, obj: Any, value: Any) -> None:
@@ -303,6 +335,8 @@ def _read(guard: _Guard, obj: Any, objtype: Any, active: Active | None) -> Any:
 
     The memo keeps one decision per field: the last processing purpose's.
     """
+    if obj is None:
+        return guard  # an access on the class
     if _constructing_get() is obj:
         # The record's own __init__ (validators, __attrs_post_init__) is collection, not a read.
         return guard._get(obj, objtype)
@@ -315,25 +349,35 @@ def _read(guard: _Guard, obj: Any, objtype: Any, active: Active | None) -> Any:
     stamp, instant = active.instant()
     version = active.store.version
     binding = active.binding
-    memo = extra.memo.get(guard)
+    index = guard.index
+    memos = extra.memo
+    memo = memos[index] if index < len(memos) else _NO_MEMO
     if (
-        memo is None
-        or memo[0] is not binding
+        memo[0] is not binding
         or not (memo[1] <= stamp < memo[2])
         or version is None
         or memo[3] != version
     ):
         memo = _decide(guard, obj, extra, active, stamp, instant, version)
         if version is not None:
-            extra.memo[guard] = memo
+            if index >= len(memos):
+                memos.extend([_NO_MEMO] * (index + 1 - len(memos)))
+            memos[index] = memo
+    active.buffer.extend((active, guard, memo, stamp))
+    return _settle(guard, obj, objtype, active, memo)
+
+
+def _settle(guard: _Guard, obj: Any, objtype: Any, active: Active, memo: Memo) -> Any:
+    """The end of a read already in the audit buffer: drain a full buffer, return or raise."""
     audit = active.audit
-    buffer = active.buffer
-    buffer.append((active, guard, memo, stamp))
-    if len(buffer) >= audit._limit:
+    if len(active.buffer) >= audit._limit:
         audit._drain()
     if memo[4] or active.monitor:
         return guard._get(obj, objtype)
-    raise _denial(guard, memo, audit)
+    # Made by a function and raised here as a temporary: an exception held in a
+    # local of a frame it passes through would form a cycle only the garbage
+    # collector frees.
+    raise _denial(guard, memo, audit, obj.field_tags)
 
 
 def _tag_parts(
@@ -452,15 +496,150 @@ def _read_unbound(guard: _Guard, obj: Any, objtype: Any) -> Any:
     raise _denial(guard, memo, audit)
 
 
-def _denial(guard: _Guard, memo: Memo, audit: Audit) -> ProcessingDenied:
-    decision = memo[5]
-    return ProcessingDenied(
-        decision,
-        record_type=guard.record_type,
-        field=guard.name,
-        subject_ref=audit.subject_ref(memo[6]),
-        remedy=remedy(decision, field=guard.name, category=guard.category),
-    )
+def _denial(
+    guard: _Guard, memo: Memo, audit: Audit, extra: _Extra | None = None
+) -> ProcessingDenied:
+    """The exception of a denied read: no string is formatted here.
+
+    Its :class:`DenialDetails` (the message and remedy built when first shown)
+    are made once per memoised denial and kept in the record's *extra*, so a
+    read denied again costs only the exception itself.
+    """
+    details = None
+    denials = None
+    if extra is not None:
+        denials = extra.denials
+        if denials is None:
+            denials = extra.denials = {}
+        hit = denials.get(guard.index)
+        if hit is not None and hit[0] is memo:
+            details = hit[1]
+    if details is None:
+        decision = memo[5]
+        details = DenialDetails(
+            decision,
+            guard.record_type,
+            guard.name,
+            audit.subject_ref(memo[6]),
+            functools.partial(remedy, decision, field=guard.name, category=guard.category),
+        )
+        if denials is not None:
+            denials[guard.index] = (memo, details)
+    error = _new_denied(ProcessingDenied)
+    error.args = (details,)
+    return error
+
+
+# --------------------------------------------------------------------------- the escape hatch
+
+#: The longest ``actor`` or ``reason`` :func:`unguarded` accepts (they land in audit lines).
+_HATCH_TEXT_MAX = 200
+
+
+class _Hatch:
+    """The reader of an :func:`unguarded` read, as audit events describe it."""
+
+    __slots__ = ("actor", "mode", "purpose", "register")
+
+    def __init__(
+        self, actor: str, purpose: str | None, mode: Any, register: Register | None
+    ) -> None:
+        self.actor = actor
+        self.purpose = purpose
+        self.mode = mode
+        self.register = register
+
+
+def _hatch_text(value: object, name: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"unguarded: {name} must be a non-empty string")
+    if len(value) > _HATCH_TEXT_MAX or not value.isprintable():
+        raise ConfigurationError(
+            f"unguarded: {name} must be one line of printable text of at most "
+            f"{_HATCH_TEXT_MAX} characters"
+        )
+    return value
+
+
+def unguarded(record: object, field: str, *, actor: str, reason: str) -> Any:
+    """Read a personal field without a purpose check: the audited escape hatch.
+
+    For the rare code that must move data whatever its purpose — a data
+    migration, a schema conversion, an export answering the person's own
+    access request (GDPR art. 15, 20). The value is returned whatever the
+    engine would decide, but the read is **always** audited first: one audit
+    event naming *actor* and carrying ``rule = "unguarded:<reason>"``, with
+    ``allowed`` and ``reason`` saying what the engine would have decided under
+    the active ``processing`` block (``no-purpose`` outside any block). The
+    event is handed to the sinks before the value is returned: when a sink
+    fails and the audit is set to fail closed, :class:`~purposelimit.AuditError`
+    is raised and the value is not returned.
+
+    Every other way of reading a personal field is guarded; reading the slot
+    behind the guard is outside the threat model (SECURITY.md).
+
+    Args:
+        record: a tagged record.
+        field: the name of one of its personal fields.
+        actor: who reads (a migration's name, a user id): one printable line,
+            at most 200 characters.
+        reason: why (a ticket, the migration's purpose): one printable line, at
+            most 200 characters, recorded in the audit trail — never a personal
+            value.
+
+    Returns:
+        The field's value.
+
+    Raises:
+        TypeError: *record* is not a tagged record.
+        KeyError: *field* is not one of its personal fields.
+        ConfigurationError: *actor* or *reason* is empty, too long or not one
+            printable line.
+        AuditError: the audit could not record the read and is set to fail closed.
+        NaiveDatetimeError: the block's or the engine's clock returned a naive datetime.
+
+    .. versionadded:: 0.1
+    """
+    actor = _hatch_text(actor, "actor")
+    reason = _hatch_text(reason, "reason")
+    if field not in personal_fields(record):
+        raise KeyError(field)
+    obj: Any = record
+    guard: _Guard = _find_descriptor(type(obj), field)
+    active = _current_get()
+    engine: Engine | None
+    if active is not None:
+        engine, runtime, audit = active.engine, active.runtime, active.audit
+        purpose: str | None = active.scope.purpose
+        mode = active.scope.mode
+        stamp, instant = active.instant()
+    else:
+        engine, purpose, mode = get_engine(), None, default_mode()
+        if engine is None:
+            audit = fallback_audit()
+            instant = datetime.now(UTC)
+        else:
+            runtime = runtime_for(engine)
+            audit = runtime.audit
+            instant = ensure_aware(engine.clock(), "the engine's clock")
+        stamp = instant.timestamp()
+    subject, collected_for, t0, t1, t2 = _tag_parts(guard, obj, obj.field_tags)
+    if engine is None or purpose is None:
+        part = _no_purpose(guard.category)
+        register = None if engine is None else runtime.register
+    else:
+        part, _until = engine.decide_category(
+            purpose, collected_for, guard.category, subject, t0, t1, t2, instant
+        )
+        if part.allowed and runtime.collectable(collected_for, guard.category) is Reason.EXCESSIVE:
+            part = _over_collected(collected_for, guard.category)
+        register = runtime.register
+    part = attrs.evolve(part, rule=f"unguarded:{reason}")
+    decision = Decision.combine(purpose, collected_for, (part,))
+    memo: Memo = (None, stamp, stamp, None, part.allowed, decision, subject, collected_for)
+    audit._append((_Hatch(actor, purpose, mode, register), guard, memo, stamp))
+    audit.flush()  # recorded before the value leaves: AuditError when it cannot be
+    return guard._get(obj, type(obj))
 
 
 def remedy(decision: Decision, *, field: str = "", category: str = "") -> str:
@@ -843,7 +1022,8 @@ def _build(cls: type[_T], options: dict[str, Any]) -> type[_T]:
                 f"{cls.__name__}.{attribute.name}: a personal field must be a plain slotted "
                 "attribute"
             )
-        setattr(built, attribute.name, _Guard(member, attribute.name, spec.category, cls.__name__))
+        guard = _Guard(member, attribute.name, spec.category, cls.__name__, len(categories))
+        setattr(built, attribute.name, guard)
         categories[attribute.name] = spec.category
     built.__purposelimit_record__ = _RecordInfo(types.MappingProxyType(categories))  # type: ignore[attr-defined]  # the marker of record classes
     built.__init__ = _wrap_init(built.__init__)  # type: ignore[method-assign]  # wrap attrs' init

@@ -7,22 +7,31 @@ problem is reported at once in a :class:`~purposelimit.RegisterError`.
 
 from __future__ import annotations
 
+import bisect
+import difflib
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ._errors import RegisterError, RegisterProblem
-from ._ids import ancestors, covers
+from ._ids import ancestors
 from ._model import Compatibility, DataCategory, Purpose, Verdict
 
 __all__ = ["Register", "check_register"]
 
 _FACTORS = ("link", "context", "nature", "consequences", "safeguards")
 
+#: At most this many compatible/prohibited overlaps are listed: a hostile register of
+#: n entries each way could otherwise produce n * n problems.
+OVERLAPS_LISTED = 1_000
+#: The work did-you-mean hints may do in one check (candidates compared, summed).
+SUGGESTION_BUDGET = 500_000
 
-def _is_declared_or_group(id_: str, declared: Iterable[str]) -> bool:
-    return any(covers(id_, d) for d in declared)
+
+def _with_prefixes(ids: Iterable[str]) -> frozenset[str]:
+    """Every id and each of its dotted prefixes: the ids that name a declared one or a group."""
+    return frozenset(a for id_ in ids for a in ancestors(id_))
 
 
 def check_register(
@@ -72,30 +81,30 @@ def check_register(
 
     category_ids = [c.id for c in categories]
     purpose_ids = [p.id for p in purposes]
-    category_set = set(category_ids)
-    purpose_set = set(purpose_ids)
+    category_names = _with_prefixes(category_ids)
+    purpose_names = _with_prefixes(purpose_ids)
+    hint = _Hints()
 
     for i, p in enumerate(purposes):
         for key in ("categories", "sensitive_categories"):
             for j, cat in enumerate(getattr(p, key)):
-                if cat not in category_set and not _is_declared_or_group(cat, category_ids):
+                if cat not in category_names:
                     problems.append(
                         RegisterProblem(
                             f"{where('purposes', i)}.{key}[{j}]",
-                            f"{cat!r} is not a declared category"
-                            + _did_you_mean(cat, category_ids),
+                            f"{cat!r} is not a declared category" + hint(cat, category_ids),
                         )
                     )
 
     for i, entry in enumerate(compatibility):
         base = where("compatibility", i)
         for key, value in (("from", entry.from_), ("to", entry.to)):
-            if value not in purpose_set and not _is_declared_or_group(value, purpose_ids):
+            if value not in purpose_names:
                 problems.append(
                     RegisterProblem(
                         f"{base}.{key}",
                         f"{value!r} is neither a declared purpose nor a group of declared purposes"
-                        + _did_you_mean(value, purpose_ids),
+                        + hint(value, purpose_ids),
                     )
                 )
         if entry.verdict is Verdict.COMPATIBLE:
@@ -115,19 +124,104 @@ def check_register(
 
     compatible = [(i, e) for i, e in enumerate(compatibility) if e.verdict is Verdict.COMPATIBLE]
     prohibited = [(i, e) for i, e in enumerate(compatibility) if e.verdict is Verdict.PROHIBITED]
-    for i, allowing in compatible:
-        for j, forbidding in prohibited:
-            if _overlap(allowing.from_, forbidding.from_) and _overlap(allowing.to, forbidding.to):
-                problems.append(
-                    RegisterProblem(
-                        where("compatibility", i),
-                        f"compatible entry {allowing.id!r} overlaps prohibited entry "
-                        f"{forbidding.id!r} "
-                        f"({where('compatibility', j)}): a reuse cannot be both assessed as "
-                        "compatible and prohibited",
-                    )
-                )
+    pairs, more = _overlapping([e for _, e in compatible], [e for _, e in prohibited])
+    for a, b in pairs:
+        (i, allowing), (j, forbidding) = compatible[a], prohibited[b]
+        problems.append(
+            RegisterProblem(
+                where("compatibility", i),
+                f"compatible entry {allowing.id!r} overlaps prohibited entry "
+                f"{forbidding.id!r} "
+                f"({where('compatibility', j)}): a reuse cannot be both assessed as "
+                "compatible and prohibited",
+            )
+        )
+    if more:
+        problems.append(
+            RegisterProblem(
+                "compatibility",
+                "more compatible entries overlap prohibited ones than are listed here "
+                f"(at most {OVERLAPS_LISTED:,} overlaps are listed)",
+            )
+        )
     return problems
+
+
+def _strict_ancestors(id_: str) -> list[str]:
+    return list(ancestors(id_))[1:]
+
+
+def _below(keys: Sequence[str], id_: str) -> Sequence[str]:
+    """The ids of the sorted *keys* strictly below *id_* (a contiguous run of the sort order)."""
+    prefix = id_ + "."
+    start = bisect.bisect_left(keys, prefix)
+    return keys[start : bisect.bisect_left(keys, prefix + "\x7f", start)]
+
+
+def _overlapping(
+    compatible: Sequence[Compatibility], prohibited: Sequence[Compatibility]
+) -> tuple[list[tuple[int, int]], bool]:
+    """``(i, j)`` for compatible entry *i* overlapping prohibited entry *j*, in ``(i, j)`` order.
+
+    Two entries overlap when their ``from`` ids are on one line of the
+    hierarchy (equal, or one an ancestor of the other), and so are their
+    ``to`` ids. Indexed on the hierarchy: the work grows with the entries and
+    the overlaps found, not with their product. At most :data:`OVERLAPS_LISTED`
+    pairs are returned; the flag says whether more exist.
+    """
+    if not compatible or not prohibited:
+        return [], False
+    pair: dict[tuple[str, str], list[int]] = {}
+    by_from: dict[str, list[int]] = {}
+    by_to: dict[str, list[int]] = {}
+    for j, e in enumerate(prohibited):
+        pair.setdefault((e.from_, e.to), []).append(j)
+        by_from.setdefault(e.from_, []).append(j)
+        by_to.setdefault(e.to, []).append(j)
+    # Per from (to): the tos (froms) of its entries, sorted, each with its entries.
+    tos_of = {f: _grouped(js, prohibited, "to") for f, js in by_from.items()}
+    froms_of = {t: _grouped(js, prohibited, "from_") for t, js in by_to.items()}
+    # Both ids strictly below: looked up from the prohibited side, by the compatible pairs.
+    allowing: dict[tuple[str, str], list[int]] = {}
+    for i, e in enumerate(compatible):
+        allowing.setdefault((e.from_, e.to), []).append(i)
+    beneath: dict[int, list[int]] = {}
+    found = 0
+    for j, e in enumerate(prohibited):
+        for f in _strict_ancestors(e.from_):
+            for t in _strict_ancestors(e.to):
+                for i in allowing.get((f, t), ()):
+                    beneath.setdefault(i, []).append(j)
+                    found += 1
+        if found > OVERLAPS_LISTED:
+            break
+    pairs: list[tuple[int, int]] = []
+    for i, e in enumerate(compatible):
+        js: list[int] = list(beneath.get(i, ()))
+        up_from, up_to = list(ancestors(e.from_)), list(ancestors(e.to))
+        for f in up_from:
+            for t in up_to:  # both ids above or equal
+                js.extend(pair.get((f, t), ()))
+            keys, groups = tos_of.get(f, ((), {}))
+            for t in _below(keys, e.to):  # from above or equal, to strictly below
+                js.extend(groups[t])
+        for t in up_to:
+            keys, groups = froms_of.get(t, ((), {}))
+            for f in _below(keys, e.from_):  # from strictly below, to above or equal
+                js.extend(groups[f])
+        pairs.extend((i, j) for j in sorted(set(js)))
+        if len(pairs) > OVERLAPS_LISTED:
+            return pairs[:OVERLAPS_LISTED], True
+    return pairs, found > OVERLAPS_LISTED
+
+
+def _grouped(
+    js: list[int], entries: Sequence[Compatibility], attribute: str
+) -> tuple[list[str], dict[str, list[int]]]:
+    groups: dict[str, list[int]] = {}
+    for j in js:
+        groups.setdefault(getattr(entries[j], attribute), []).append(j)
+    return sorted(groups), groups
 
 
 def _filled(value: object) -> bool:
@@ -136,15 +230,25 @@ def _filled(value: object) -> bool:
     return bool(value) and all(isinstance(v, str) and v.strip() for v in value)  # type: ignore[attr-defined]
 
 
-def _overlap(a: str, b: str) -> bool:
-    return covers(a, b) or covers(b, a)
-
-
 def _did_you_mean(value: str, candidates: Iterable[str]) -> str:
-    import difflib
-
     close = difflib.get_close_matches(value, list(candidates), n=1, cutoff=0.75)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _Hints:
+    """Did-you-mean hints within :data:`SUGGESTION_BUDGET`: thousands of unknown ids among
+    thousands of declared ones cost a bounded amount of work, not their product."""
+
+    __slots__ = ("budget",)
+
+    def __init__(self) -> None:
+        self.budget = SUGGESTION_BUDGET
+
+    def __call__(self, value: str, candidates: Sequence[str]) -> str:
+        if len(candidates) > self.budget:
+            return ""
+        self.budget -= len(candidates)
+        return _did_you_mean(value, candidates)
 
 
 class Register:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any, Final
 
 from ._errors import ConfigurationError
-from ._files import temp_beside
+from ._files import temp_beside, text_writer
 
 __all__ = ["HTML_ROW_LIMIT", "neutralise", "render_html", "report_format", "write_report"]
 
@@ -86,7 +86,7 @@ def write_report(
     fmt = report_format(name)
     fd, tmp = temp_beside(name)
     try:
-        with open(fd, "w", encoding="utf-8", newline="\n") as handle:
+        with text_writer(fd, name, "utf-8") as handle:  # a failed write names the report
             if fmt == "json":
                 _write_json(handle, head, excluded, duplicates)
             else:

@@ -751,6 +751,9 @@ class InMemoryStore(RegistryBase):
         super().__init__(
             require_evidence=require_evidence, require_actor=require_actor, clock=clock
         )
+        # Set on the instance even before any write: an instance attribute is
+        # what the read path's attribute cache makes cheapest (a class one is not).
+        self.version = 0
         self._lock = threading.Lock()
         self._log: list[RecordedEvent] = []
         self._index: dict[tuple[str, str], RecordedEvent] = {}

@@ -18,9 +18,16 @@ from datetime import UTC, date, datetime, timedelta
 
 import attrs
 
-from ._errors import NaiveDatetimeError
+from ._errors import NaiveDatetimeError, OutOfRangeError
 
-__all__ = ["Duration", "add_duration", "ensure_aware", "parse_datetime", "parse_duration"]
+__all__ = [
+    "Duration",
+    "OutOfRangeError",
+    "add_duration",
+    "ensure_aware",
+    "parse_datetime",
+    "parse_duration",
+]
 
 _DURATION = re.compile(
     r"P(?!\Z)"
@@ -89,7 +96,16 @@ def add_duration(instant: datetime, duration: Duration) -> datetime:
     Returns an aware datetime in UTC. Results past year 9999 are capped at
     :data:`datetime.max` in UTC (a retention that never ends in practice).
     """
-    utc = ensure_aware(instant, "instant").astimezone(UTC)
+    aware = ensure_aware(instant, "instant")
+    try:
+        utc = aware.astimezone(UTC)
+    except OverflowError:
+        # Outside what UTC can hold (year 9999 or year 1 with an offset). Past the
+        # end: nothing ends after it. Before the start: count from the earliest
+        # instant, an end a few hours early at most (never a longer retention).
+        if aware.year > 1:
+            return datetime.max.replace(tzinfo=UTC)
+        utc = datetime.min.replace(tzinfo=UTC)
     try:
         if duration.months:
             total = utc.year * 12 + (utc.month - 1) + duration.months
@@ -130,7 +146,9 @@ def parse_datetime(text: str, name: str = "date") -> datetime:
         An aware datetime.
 
     Raises:
-        ValueError: *text* is not an ISO-8601 date or date-time.
+        ValueError: *text* is not an ISO-8601 date or date-time, or
+            (:class:`OutOfRangeError`) its offset puts it outside the years 1 to
+            9999 in UTC (``9999-12-31T23:00:00-14:00``).
         NaiveDatetimeError: *text* is a date-time without an offset.
     """
     if not isinstance(text, str):
@@ -154,4 +172,10 @@ def parse_datetime(text: str, name: str = "date") -> datetime:
         raise NaiveDatetimeError(
             f"{name}: a date-time needs an offset ('Z' or '+01:00'); a bare date means midnight UTC"
         )
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise OutOfRangeError(
+            f"{name}: out of range: an instant must fall between the years 1 and 9999 in UTC"
+        ) from None
     return value

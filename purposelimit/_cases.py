@@ -45,7 +45,7 @@ from typing import Any, TextIO
 import attrs
 
 from ._engine import Engine
-from ._errors import ConfigurationError, PurposeLimitError, RegisterError
+from ._errors import ConfigurationError, Problem, PurposeLimitError, RegisterError
 from ._loader import _UNPARSED, _LineMap, _parse_toml
 from ._model import Decision, Reason
 from ._protocol import DecideRequest, ProtocolError, decide_request, parse_request
@@ -95,29 +95,9 @@ _REASONS = tuple(r.value for r in Reason)
 
 
 @attrs.frozen(slots=True)
-class CaseProblem:
-    """One problem found in a case file.
-
-    Attributes:
-        path: where in the file, as ``cases[2].record.collected_at``.
-        message: what is wrong, in one sentence (never a value).
-        line: the 1-based line, when known.
-        file: the file's name, when the cases came from a file.
-    """
-
-    path: str
-    message: str
-    line: int | None = None
-    file: str | None = None
-
-    def __str__(self) -> str:
-        where = self.path or "(file)"
-        if self.file is not None:
-            loc = self.file if self.line is None else f"{self.file}:{self.line}"
-            return f"{loc}: {where}: {self.message}"
-        if self.line is not None:
-            return f"line {self.line}: {where}: {self.message}"
-        return f"{where}: {self.message}"
+class CaseProblem(Problem):
+    """One problem found in a case file: its path (``cases[2].record.collected_at``),
+    message (never a value), and line and file when known."""
 
 
 class CaseFileError(PurposeLimitError, ValueError):

@@ -41,11 +41,11 @@ from ._protocol import (
     InputError,
     ProtocolError,
     decide_request,
+    instant_argument,
     load_authorisations,
     load_consents,
     load_objections,
     load_suppression,
-    parse_instant,
     parse_request_line,
 )
 from ._register import Register
@@ -74,13 +74,6 @@ def _version() -> str:
         from . import __version__
 
         return __version__
-
-
-def _instant(text: str) -> datetime:
-    try:
-        return parse_instant(text, "date")
-    except ProtocolError as exc:
-        raise argparse.ArgumentTypeError(str(exc).partition(": ")[2]) from None
 
 
 def _out() -> TextIO:
@@ -690,11 +683,14 @@ def _table_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--collected-at",
         metavar="DATETIME",
-        type=_instant,
+        type=instant_argument,
         help="when every row was collected (ISO-8601 with offset, or a date)",
     )
     parser.add_argument(
-        "--at", metavar="DATETIME", type=_instant, help="decide at this instant (default: now)"
+        "--at",
+        metavar="DATETIME",
+        type=instant_argument,
+        help="decide at this instant (default: now)",
     )
     parser.add_argument(
         "--consents", metavar="FILE", help="consents (CSV or JSON, DESIGN section 6)"
@@ -794,7 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--at",
         metavar="DATETIME",
-        type=_instant,
+        type=instant_argument,
         help='the instant for requests without "at" (default: now)',
     )
     p.add_argument("--consents", metavar="FILE", help="consents every request sees (CSV or JSON)")

@@ -8,7 +8,7 @@ policy text.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
@@ -22,6 +22,7 @@ __all__ = [
     "EventRefused",
     "NaiveDatetimeError",
     "OutOfRangeError",
+    "Problem",
     "ProcessingDenied",
     "PurposeLimitError",
     "RegisterError",
@@ -65,15 +66,18 @@ class AuditError(PurposeLimitError, RuntimeError):
 
 
 @attrs.frozen(slots=True)
-class RegisterProblem:
-    """One problem found in a register.
+class Problem:
+    """One problem found in a policy file (a register, a case file).
 
     Attributes:
-        path: where in the register, as ``purposes[3].retention.duration``.
-        message: what is wrong, in one sentence.
+        path: where in the file, as ``purposes[3].retention.duration``.
+        message: what is wrong, in one sentence (never a personal value).
         line: the 1-based line in the file, when known.
-        file: the file's name, when the register came from a file.
+        file: the file's name, when the content came from a file.
     """
+
+    #: Shown in place of an empty path: the problem is about the whole file.
+    WHOLE: ClassVar[str] = "(file)"
 
     path: str
     message: str
@@ -81,13 +85,21 @@ class RegisterProblem:
     file: str | None = None
 
     def __str__(self) -> str:
-        where = self.path or "(register)"
+        where = self.path or self.WHOLE
         if self.file is not None:
             loc = self.file if self.line is None else f"{self.file}:{self.line}"
             return f"{loc}: {where}: {self.message}"
         if self.line is not None:
             return f"line {self.line}: {where}: {self.message}"
         return f"{where}: {self.message}"
+
+
+@attrs.frozen(slots=True)
+class RegisterProblem(Problem):
+    """One problem found in a register: its path (``purposes[3].retention.duration``),
+    message, and line and file when known."""
+
+    WHOLE: ClassVar[str] = "(register)"
 
 
 class RegisterError(PurposeLimitError, ValueError):

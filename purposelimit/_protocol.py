@@ -156,6 +156,20 @@ def parse_instant(text: str, name: str) -> datetime:
         ) from None
 
 
+def instant_argument(text: str) -> datetime:
+    """An argparse ``type=`` for instants: ISO-8601 with an offset, or a bare date (UTC midnight).
+
+    Raises:
+        argparse.ArgumentTypeError: *text* is not such an instant.
+    """
+    import argparse
+
+    try:
+        return parse_instant(text, "date")
+    except ProtocolError as exc:
+        raise argparse.ArgumentTypeError(str(exc).partition(": ")[2]) from None
+
+
 def unknown_key_message(key: str, allowed: Sequence[str], what: str = "key") -> str:
     """The message for an unknown key or column, with a did-you-mean when one is close."""
     import difflib

@@ -58,7 +58,13 @@ from ._model import (
     Mechanism,
     Objection,
 )
-from ._protocol import InputError, ProtocolError, parse_instant, unknown_key_message
+from ._protocol import (
+    InputError,
+    ProtocolError,
+    instant_argument,
+    parse_instant,
+    unknown_key_message,
+)
 from ._registry import event_to_dict, open_store
 from ._store import (
     EMPTY_EVENTS,
@@ -187,13 +193,6 @@ def _out() -> TextIO:
 
 def _err() -> TextIO:
     return sys.stderr
-
-
-def _instant(text: str) -> datetime:
-    try:
-        return parse_instant(text, "date")
-    except ProtocolError as exc:
-        raise argparse.ArgumentTypeError(str(exc).partition(": ")[2]) from None
 
 
 def _now() -> datetime:
@@ -1410,11 +1409,15 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument(
         "--purpose", metavar="ID", action="append", required=True, help="a purpose (repeatable)"
     )
-    p.add_argument("--at", metavar="DATETIME", type=_instant, help="when it was given (now)")
+    p.add_argument(
+        "--at", metavar="DATETIME", type=instant_argument, help="when it was given (now)"
+    )
     p.add_argument(
         "--state", choices=("given", "refused", "not-asked"), default="given", help="the answer"
     )
-    p.add_argument("--expires-at", metavar="DATETIME", type=_instant, help="when the grant lapses")
+    p.add_argument(
+        "--expires-at", metavar="DATETIME", type=instant_argument, help="when the grant lapses"
+    )
     p.add_argument("--mechanism", choices=[m.value for m in Mechanism], help="how it was given")
     p.add_argument("--collection-point", metavar="TEXT", help="form id, URL, recording id")
     p.add_argument("--notice-version", metavar="TEXT", help="version of the notice shown")
@@ -1436,7 +1439,9 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument(
         "--purpose", metavar="ID", action="append", required=True, help="a purpose (repeatable)"
     )
-    p.add_argument("--at", metavar="DATETIME", type=_instant, help="when it took effect (now)")
+    p.add_argument(
+        "--at", metavar="DATETIME", type=instant_argument, help="when it took effect (now)"
+    )
     p.add_argument("--channel", metavar="TEXT", help="unsubscribe link, phone, letter...")
     _registry_option(p)
     _actor_option(p)
@@ -1452,9 +1457,9 @@ def add_commands(subparsers: Any) -> None:
     )
     p.add_argument("subject", metavar="SUBJECT", help="the data subject's id (- reads stdin)")
     p.add_argument("--purpose", metavar="ID", action="append", help="purposes to show (repeatable)")
-    p.add_argument("--at", metavar="DATETIME", type=_instant, help="the instant (now)")
+    p.add_argument("--at", metavar="DATETIME", type=instant_argument, help="the instant (now)")
     p.add_argument(
-        "--known-at", metavar="DATETIME", type=_instant, help="ignore events recorded later"
+        "--known-at", metavar="DATETIME", type=instant_argument, help="ignore events recorded later"
     )
     _format_option(p)
     _registry_option(p)
@@ -1491,7 +1496,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument(
         "--at",
         metavar="DATETIME",
-        type=_instant,
+        type=instant_argument,
         help="expiries up to this instant are written as events (now)",
     )
     _registry_option(p)
@@ -1518,7 +1523,7 @@ def add_commands(subparsers: Any) -> None:
         "Record a data subject's objection to direct marketing (GDPR art. 21).",
     )
     p.add_argument("subject", metavar="SUBJECT", help="the data subject's id (- reads stdin)")
-    p.add_argument("--at", metavar="DATETIME", type=_instant, help="when it was made (now)")
+    p.add_argument("--at", metavar="DATETIME", type=instant_argument, help="when it was made (now)")
     p.add_argument("--id", metavar="ID", help="the record's id (default: derived from it)")
     _registry_option(p)
     _actor_option(p)
@@ -1532,7 +1537,9 @@ def add_commands(subparsers: Any) -> None:
         "Record that the person withdrew an objection (appended; the objection is not changed).",
     )
     p.add_argument("objection", metavar="OBJECTION_ID", help="the objection's id")
-    p.add_argument("--at", metavar="DATETIME", type=_instant, help="when it took effect (now)")
+    p.add_argument(
+        "--at", metavar="DATETIME", type=instant_argument, help="when it took effect (now)"
+    )
     p.add_argument("--channel", metavar="TEXT", help="phone, letter...")
     _registry_option(p)
     _actor_option(p)
@@ -1546,9 +1553,9 @@ def add_commands(subparsers: Any) -> None:
         "Show a data subject's objections and whether one stands.",
     )
     p.add_argument("subject", metavar="SUBJECT", help="the data subject's id (- reads stdin)")
-    p.add_argument("--at", metavar="DATETIME", type=_instant, help="the instant (now)")
+    p.add_argument("--at", metavar="DATETIME", type=instant_argument, help="the instant (now)")
     p.add_argument(
-        "--known-at", metavar="DATETIME", type=_instant, help="ignore events recorded later"
+        "--known-at", metavar="DATETIME", type=instant_argument, help="ignore events recorded later"
     )
     _format_option(p)
     _registry_option(p)
@@ -1611,7 +1618,9 @@ def add_commands(subparsers: Any) -> None:
     )
     source(p)
     p.add_argument(
-        "--since", metavar="DATETIME", type=_instant, help="from this instant (included)"
+        "--since", metavar="DATETIME", type=instant_argument, help="from this instant (included)"
     )
-    p.add_argument("--until", metavar="DATETIME", type=_instant, help="to this instant (excluded)")
+    p.add_argument(
+        "--until", metavar="DATETIME", type=instant_argument, help="to this instant (excluded)"
+    )
     _format_option(p)

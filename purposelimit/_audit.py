@@ -23,7 +23,7 @@ import hmac
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -432,7 +432,8 @@ class Audit:
         items = buffer[:count]
         del buffer[:count]
         read = iter(items)
-        raw: list[RawEntry] = list(zip(read, read, read, read, strict=True))
+        # Iterated once, lazily: zip reuses its result tuple, so grouping allocates nothing.
+        raw: Iterator[RawEntry] = zip(read, read, read, read, strict=True)
         events = self._build(raw)
         if _observers and events:
             for observe in tuple(_observers):
@@ -474,7 +475,7 @@ class Audit:
         )
         return failures
 
-    def _build(self, raw: Sequence[RawEntry]) -> tuple[AuditEvent, ...]:
+    def _build(self, raw: Iterable[RawEntry]) -> tuple[AuditEvent, ...]:
         """Build the events of *raw* entries; what entries share is looked up once."""
         readers: dict[int, tuple[str | None, str | None, Mode, str | None, str | None]] = {}
         refs: dict[str, str] = {}

@@ -565,17 +565,6 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- the parser
 
 _MAIN_EPILOG = """\
-commands:
-  filter     keep the rows and columns of a lead file usable for a purpose
-  retention  list the rows of a lead file already past their retention
-  decide     answer JSON decision requests on stdin (one per line)
-  check      validate a register and print its purposes and rules
-  presets    list the registers shipped with purposelimit
-  test       run table-driven compliance cases (TOML) and print a pass/fail table
-  consent    record, withdraw, show, import and export consents (a registry)
-  objection  record, withdraw and show objections to direct marketing
-  audit      verify, tail and summarise an audit trail
-
 example:
   purposelimit filter examples/leads/salesforce-style-leads.csv --preset cnil-commercial \\
       --purpose prospection.email_b2b \\
@@ -583,7 +572,7 @@ example:
       --at 2026-03-01 --out usable.csv --report report.html
 
 exit status: 0 done, 1 bad input, 2 usage error (bad options, unreadable register).
-Documentation: docs/cli.md.
+Documentation: docs/cli.md in the source distribution.
 """
 
 _FILTER_EPILOG = """\

@@ -1157,7 +1157,9 @@ def test_version_and_no_command(cli: Any) -> None:
     assert version.out.startswith("purposelimit ")
     none = cli()
     assert none.code == 2
-    assert "commands:" in none.err
+    assert "usage: purposelimit" in none.err
+    assert "filter" in none.err
+    assert "decide" in none.err
     bad = cli("filter", "--nope")
     assert bad.code == 2
     assert "usage:" in bad.err

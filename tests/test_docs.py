@@ -6,14 +6,13 @@ example fails the suite, so the docs cannot drift from the library.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
+PAGES = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 
 
@@ -22,12 +21,13 @@ def _blocks(path: Path) -> list[tuple[int, str]]:
     return [(text.count("\n", 0, m.start()) + 2, m.group(1)) for m in FENCE.finditer(text)]
 
 
+DOCS = [page for page in PAGES if _blocks(page)]
+
+
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
 def test_examples_run(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each Python example of the document runs without error, in document order."""
     blocks = _blocks(path)
-    if not blocks:
-        pytest.skip(f"{path.name} has no Python example")
     monkeypatch.chdir(ROOT)
     namespace: dict[str, object] = {"__name__": f"docs_{path.stem}"}
     for line, source in blocks:
@@ -35,7 +35,10 @@ def test_examples_run(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         exec(code, namespace)
 
 
-def test_docs_exist() -> None:
-    """The narrative documents named in the README are there."""
-    assert (ROOT / "docs").is_dir()
-    assert os.path.exists(ROOT / "README.md")
+def test_readme_links_resolve() -> None:
+    """Every relative link of the README and of docs/ points at a file of the repository."""
+    link = re.compile(r"\]\(([^)#:]+)(?:#[^)]*)?\)")
+    for page in PAGES:
+        for target in link.findall(page.read_text(encoding="utf-8")):
+            assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+    assert len(DOCS) >= 8

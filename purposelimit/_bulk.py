@@ -686,6 +686,8 @@ class LeadFilter:
         self._project: Callable[[Sequence[str]], Sequence[str]] | None
         if len(kept) == len(self.header):
             self._project = None
+        elif not kept:
+            self._project = lambda row: ()
         elif len(kept) == 1:
             single = kept[0]
             self._project = lambda row: (row[single],)
@@ -736,6 +738,18 @@ class LeadFilter:
     # ------------------------------------------------------------------ set-up
 
     def _check_header(self) -> None:
+        m = self.mapping
+        mapped = {*m.role_columns().values(), *m.columns, *m.not_personal}
+        if not mapped.intersection(self.header):
+            # No cell of the first line is a column the mapping names: most likely a
+            # file without a header row, whose first line is a person's data. Its
+            # cells are not repeated (no did-you-mean), since they may be values.
+            raise InputError(
+                self.file,
+                f"the first line names none of the columns of {os.path.basename(m.file)}: "
+                "is it a header row? (a lead file starts with its column names)",
+                line=1,
+            )
         seen: dict[str, int] = {}
         for i, name in enumerate(self.header):
             if name in seen:
@@ -746,7 +760,6 @@ class LeadFilter:
                     column=name,
                 )
             seen[name] = i
-        m = self.mapping
         names = list(self.header)
         for role, column in m.role_columns().items():
             if column not in seen:

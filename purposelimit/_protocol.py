@@ -885,6 +885,20 @@ def _csv_events(
     """CSV rows as the JSON objects of DESIGN §6: list columns split on ``|`` or ``;``."""
     header, rows = _csv_table(name, text)
     known = [*columns, *nested]
+    if not set(required).intersection(header):
+        # None of the required column names: most likely a file without a header
+        # row, whose first line is a person's data. Its cells are not repeated.
+        raise InputError(
+            name,
+            "the first line is not a header: a CSV event file starts with its column "
+            f"names ({', '.join(required)} required)",
+            line=1,
+        )
+    seen: set[str] = set()
+    for column in header:
+        if column in seen:
+            raise InputError(name, "the header repeats a column name", line=1, column=column)
+        seen.add(column)
     for column in header:
         if column not in known and not column.startswith("x-"):
             raise InputError(

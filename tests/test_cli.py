@@ -1323,3 +1323,76 @@ def test_outputs_get_the_usual_file_permissions(cli: Any, work: Path) -> None:
     assert run.code == 0, run
     assert (work / "out.csv").stat().st_mode & 0o777 == 0o644
     assert (work / "report.json").stat().st_mode & 0o777 == 0o644
+
+
+# ------------------------------------------------------------------ files without a header row
+
+
+def test_a_lead_file_without_its_header_row_echoes_no_cell(cli: Any, work: Path) -> None:
+    """A lead file whose first line is data is refused without repeating any of its cells,
+    not even as a did-you-mean for a mapped column."""
+    src = leads(work, "", header="Emil,emil.secret7q9@x.example,0601,client.contract,2025-01-01\n")
+    run = cli(*filter_args(work, src))
+    assert run.code == 1
+    assert "header row" in run.err
+    assert "Emil" not in run.err
+    assert "secret7q9" not in run.err
+    assert not (work / "out.csv").exists()
+
+
+def test_an_event_file_without_its_header_row_echoes_no_cell(cli: Any, work: Path) -> None:
+    """A consents or objections CSV whose first line is data is refused without echoing it."""
+    src = leads(work, "Ada,ada@example.org,,client.contract,2026-01-10\n")
+    consents = work / "consents.csv"
+    consents.write_text("secret-7q9@x.example,prospection.email,2025-01-01\n", encoding="utf-8")
+    objections = work / "objections.csv"
+    objections.write_text("secret-7q9@x.example,2025-01-01\n", encoding="utf-8")
+    for option, path in (("--consents", consents), ("--objections", objections)):
+        run = cli(*filter_args(work, src, option, path))
+        assert run.code == 1, run
+        assert "not a header" in run.err
+        assert "secret-7q9" not in run.err
+
+
+def test_an_event_file_repeating_a_column_is_refused(cli: Any, work: Path) -> None:
+    """Two 'subject' columns would give a consent to the wrong person: the file is refused."""
+    src = leads(work, "Ada,ada@example.org,,client.contract,2026-01-10\n")
+    consents = work / "consents.csv"
+    consents.write_text(
+        "subject,purposes,given_at,subject\na@x.example,prospection.email,2025-06-01,b@x.example\n",
+        encoding="utf-8",
+    )
+    run = cli(*filter_args(work, src, "--consents", consents))
+    assert run.code == 1, run
+    assert "repeats a column name" in run.err
+    assert "b@x.example" not in run.err
+
+
+def test_a_file_whose_every_column_is_excessive_is_bad_input(cli: Any, work: Path) -> None:
+    """When the purpose may use none of the file's columns, one clear error and no output."""
+    mapping = work / "only-phone.toml"
+    mapping.write_text(
+        '[subject]\ncolumn = "phone"\n[collection]\npurpose = "client.contract"\n'
+        'collected_at = "2025-01-01"\n[columns]\nphone = "contact.phone"\n',
+        encoding="utf-8",
+    )
+    src = leads(work, "0601020304\n", header="phone\n")
+    run = cli(
+        "filter",
+        src,
+        "--register",
+        work / "register.toml",
+        "--purpose",
+        "prospection.email",
+        "--mapping",
+        mapping,
+        "--at",
+        "2026-03-01",
+        "--out",
+        work / "out.csv",
+    )
+    assert run.code == 1, run
+    assert "Traceback" not in run.err
+    assert "nothing can be decided or kept" in run.err
+    assert "0601020304" not in run.err
+    assert not (work / "out.csv").exists()

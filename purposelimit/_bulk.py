@@ -590,8 +590,9 @@ class LeadFilter:
         at: the aware instant of the decisions (default: now).
         collected_for: the collection purpose of every row, overriding the mapping's.
         collected_at: the collection instant of every row, overriding the mapping's.
-        consents, objections, authorisations: events from files; subjects are
-            normalised as the mapping says (e-mail: trimmed, lower-cased).
+        consents, withdrawals, objections, authorisations: events from files or
+            a registry; subjects are normalised as the mapping says (e-mail:
+            trimmed, lower-cased).
         drop_unmapped: drop the columns the mapping does not mention instead of
             refusing the file.
         pseudonymiser: computes subject pseudonyms (default: a new

@@ -17,13 +17,14 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import os
 import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, cast
 
 import attrs
 
@@ -53,6 +54,26 @@ _R = TypeVar("_R")
 
 _MODES = ("enforce", "monitor")
 _DECISION_CACHE = 4096
+
+
+def _load_speedups() -> Any:
+    """The compiled read path (``purposelimit._speedups``), or ``None``.
+
+    ``None`` when it was not built (no C compiler at install time) or when the
+    environment variable ``PURPOSELIMIT_PURE_PYTHON`` is set to anything but
+    ``""`` or ``"0"``; the pure-Python read path, the reference, is used then.
+    """
+    if os.environ.get("PURPOSELIMIT_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from . import _speedups
+    except ImportError:
+        return None
+    return _speedups
+
+
+#: The compiled read path, or ``None`` where the pure-Python one runs.
+SPEEDUPS: Any = _load_speedups()
 
 
 # --------------------------------------------------------------------------- the public scope
@@ -477,7 +498,75 @@ def _close(active: Active, error: BaseException | None) -> None:
         error.add_note(f"purposelimit: the audit could not be written either: {audit_error}")
 
 
-class processing:  # noqa: N801 - a lower-case name, like contextlib's context managers
+def _refuse_exit(block: object) -> NoReturn:
+    """Raise for a block exited while another one is active (exits go in reverse order)."""
+    raise RuntimeError(
+        f"{block!r} exited while another processing block was active: blocks must "
+        "exit in the reverse order of entry (a generator that yields inside a "
+        "block leaves it open in its caller)"
+    )
+
+
+class _PyBlock:
+    """``processing``'s entry and exit, in Python: the reference for ``_speedups.Block``.
+
+    ``_cache`` holds the Active of an entry from outside any block and the
+    configuration epoch it was made in (EPOCH.current): one tuple, so that
+    threads sharing the object never see a mismatched pair. ``_nested`` holds
+    the Active of the last entry nested in another block (its ``previous``).
+    """
+
+    __slots__ = ("_cache", "_nested")
+
+    _cache: tuple[object, Active] | None
+    _nested: Active | None
+
+    def _activate(self) -> Active:
+        raise NotImplementedError
+
+    def _under(self, active: Active, previous: Active) -> Active:
+        raise NotImplementedError
+
+    def __enter__(self) -> ProcessingScope:
+        # _activate() inlined for its common case: the cached Active still fits.
+        cache = self._cache
+        active = cache[1] if cache is not None and cache[0] is EPOCH.current else self._activate()
+        previous = _current_get()
+        if previous is not None:
+            nested = self._nested  # _under() inlined for its common case
+            if nested is not None and nested.previous is previous and nested.scope is active.scope:
+                active = nested
+            else:
+                active = self._under(active, previous)
+        active.token = _current_set(active)
+        return active.scope
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        active = _current_get()
+        if active is None or active.block is not self:
+            _refuse_exit(self)
+        try:
+            _current_reset(active.token)  # type: ignore[arg-type]  # None: TypeError, below
+        except (RuntimeError, TypeError, ValueError):
+            # The token is another context's (this object was entered in another
+            # thread or task meanwhile), or already used: set the value back.
+            _current_set(active.previous)
+        if active.buffer:
+            _close(active, exc)
+
+
+if TYPE_CHECKING:
+    _BlockBase = _PyBlock
+else:
+    _BlockBase = _PyBlock if SPEEDUPS is None else SPEEDUPS.Block
+
+
+class processing(_BlockBase):  # noqa: N801 - a lower-case name, like contextlib's context managers
     """Bind a processing purpose: a context manager and a decorator (DESIGN §4).
 
     ``with processing("prospection.postal", actor="crm-export"):`` makes every
@@ -507,7 +596,7 @@ class processing:  # noqa: N801 - a lower-case name, like contextlib's context m
             none installed.
     """
 
-    __slots__ = ("_cache", "_engine", "_mode", "_nested", "actor", "clock", "purpose")
+    __slots__ = ("_engine", "_mode", "actor", "clock", "purpose")
 
     def __init__(
         self,
@@ -531,12 +620,8 @@ class processing:  # noqa: N801 - a lower-case name, like contextlib's context m
         self._engine = engine
         self._mode: Mode | None = mode
         self.clock = clock
-        # The Active of an entry from outside any block, and the configuration
-        # epoch it was made in (EPOCH.current). One tuple, so that threads
-        # sharing this object never see a mismatched pair.
-        self._cache: tuple[object, Active] | None = None
-        # The Active of the last entry nested in another block (its ``previous``).
-        self._nested: Active | None = None
+        self._cache = None  # see _PyBlock
+        self._nested = None
 
     @property
     def engine(self) -> Engine | None:
@@ -598,44 +683,6 @@ class processing:  # noqa: N801 - a lower-case name, like contextlib's context m
             nested = self._nested = active.under(previous)
         return nested
 
-    # ------------------------------------------------------------------ context manager
-
-    def __enter__(self) -> ProcessingScope:
-        # _activate() inlined for its common case: the cached Active still fits.
-        cache = self._cache
-        active = cache[1] if cache is not None and cache[0] is EPOCH.current else self._activate()
-        previous = _current_get()
-        if previous is not None:
-            nested = self._nested  # _under() inlined for its common case
-            if nested is not None and nested.previous is previous and nested.scope is active.scope:
-                active = nested
-            else:
-                active = self._under(active, previous)
-        active.token = _current_set(active)
-        return active.scope
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        active = _current_get()
-        if active is None or active.block is not self:
-            raise RuntimeError(
-                f"{self!r} exited while another processing block was active: blocks must "
-                "exit in the reverse order of entry (a generator that yields inside a "
-                "block leaves it open in its caller)"
-            )
-        try:
-            _current_reset(active.token)  # type: ignore[arg-type]  # None: TypeError, below
-        except (RuntimeError, TypeError, ValueError):
-            # The token is another context's (this object was entered in another
-            # thread or task meanwhile), or already used: set the value back.
-            _current_set(active.previous)
-        if active.buffer:
-            _close(active, exc)
-
     async def __aenter__(self) -> ProcessingScope:
         return self.__enter__()
 
@@ -689,3 +736,7 @@ class processing:  # noqa: N801 - a lower-case name, like contextlib's context m
             return result
 
         return run
+
+
+if SPEEDUPS is not None:
+    SPEEDUPS.configure_blocks(_CURRENT, Active, EPOCH, _close, _refuse_exit)

@@ -32,7 +32,15 @@ import attrs
 from typing_extensions import dataclass_transform
 
 from ._audit import Audit, Memo
-from ._context import _CURRENT, Active, default_mode, fallback_audit, get_engine, runtime_for
+from ._context import (
+    _CURRENT,
+    SPEEDUPS,
+    Active,
+    default_mode,
+    fallback_audit,
+    get_engine,
+    runtime_for,
+)
 from ._errors import (
     CollectionRefused,
     ConfigurationError,
@@ -266,26 +274,21 @@ _CONSTRUCTING: contextvars.ContextVar[object] = contextvars.ContextVar(
 _constructing_get = _CONSTRUCTING.get
 
 
-class _Guard:
-    """The descriptor replacing a personal field's slot: reads ask the engine first.
+class _PyGuard:
+    """A personal field's read, in Python: the reference for ``_speedups.Guard``.
 
-    Writes and deletes go straight to the original slot (attrs' ``__init__``,
-    ``__setstate__`` and setters use them); reads are decided, audited, and
-    only then fetched.
+    ``_member`` is the field's original slot and ``index`` its position among
+    its class's personal fields (its memo's index); :class:`_Guard` sets both.
     """
 
-    __slots__ = ("_get", "_member", "category", "index", "name", "record_type")
+    __slots__ = ("_member", "index")
 
-    def __init__(
-        self, member: Any, name: str, category: str, record_type: str, index: int = 0
-    ) -> None:
-        self._member = member
-        self._get: Callable[[Any, Any], Any] = member.__get__
-        self.name = name
-        self.category = category
-        self.record_type = record_type
-        #: The field's position among its class's personal fields: its memo's index.
-        self.index = index
+    _member: Any
+    index: int
+    _get: Callable[[Any, Any], Any]
+
+    def _bind(self, owner: type) -> None:
+        """Bind the guard to the record class it is installed on (the C base reads its slots)."""
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         # The common path, in as few steps as possible: a decision memoised on the
@@ -302,7 +305,7 @@ class _Guard:
             memo = obj.field_tags.memo[self.index]
             fresh = memo[0] is active.binding
         except (AttributeError, IndexError):
-            return _read(self, obj, objtype, active)
+            return _read(self, obj, objtype, active)  # type: ignore[arg-type]  # a _Guard
         if fresh:
             # Callables kept in slots are fetched, then called: `active.now()` would
             # compile to a method lookup CPython 3.11 cannot specialise for a slot.
@@ -316,9 +319,37 @@ class _Guard:
                         get = self._get
                         return get(obj, objtype)
                     if not active.monitor:
-                        raise _denial(self, memo, active.audit, obj.field_tags)
-                return _settle(self, obj, objtype, active, memo)
-        return _read(self, obj, objtype, active)
+                        raise _denial(self, memo, active.audit, obj.field_tags)  # type: ignore[arg-type]  # a _Guard
+                return _settle(self, obj, objtype, active, memo)  # type: ignore[arg-type]  # a _Guard
+        return _read(self, obj, objtype, active)  # type: ignore[arg-type]  # a _Guard
+
+
+if TYPE_CHECKING:
+    _GuardBase = _PyGuard
+else:
+    _GuardBase = _PyGuard if SPEEDUPS is None else SPEEDUPS.Guard
+
+
+class _Guard(_GuardBase):
+    """The descriptor replacing a personal field's slot: reads ask the engine first.
+
+    Writes and deletes go straight to the original slot (attrs' ``__init__``,
+    ``__setstate__`` and setters use them); reads are decided, audited, and
+    only then fetched (:class:`_PyGuard`, or its compiled twin).
+    """
+
+    __slots__ = ("_get", "category", "name", "record_type")
+
+    def __init__(
+        self, member: Any, name: str, category: str, record_type: str, index: int = 0
+    ) -> None:
+        self._member = member
+        self._get = member.__get__
+        self.name = name
+        self.category = category
+        self.record_type = record_type
+        #: The field's position among its class's personal fields: its memo's index.
+        self.index = index
 
     def __set__(self, obj: Any, value: Any) -> None:
         self._member.__set__(obj, value)
@@ -1024,6 +1055,7 @@ def _build(cls: type[_T], options: dict[str, Any]) -> type[_T]:
             )
         guard = _Guard(member, attribute.name, spec.category, cls.__name__, len(categories))
         setattr(built, attribute.name, guard)
+        guard._bind(built)
         categories[attribute.name] = spec.category
     built.__purposelimit_record__ = _RecordInfo(types.MappingProxyType(categories))  # type: ignore[attr-defined]  # the marker of record classes
     built.__init__ = _wrap_init(built.__init__)  # type: ignore[method-assign]  # wrap attrs' init
@@ -1138,3 +1170,7 @@ else:
         """:class:`TaggedRecord` for ``@record(frozen=True)`` classes."""
 
         __slots__ = ()
+
+
+if SPEEDUPS is not None:
+    SPEEDUPS.configure_guards(_Extra, _PyGuard.__get__, _read, _settle, _denial, ProcessingDenied)

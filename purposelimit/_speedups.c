@@ -1,0 +1,716 @@
+/*
+ * purposelimit._speedups: the read path's common case, in C.
+ *
+ * Two base classes, each the C twin of a pure-Python base that stays the
+ * reference implementation:
+ *
+ *   Guard  <->  purposelimit._records._PyGuard  (a personal field's descriptor)
+ *   Block  <->  purposelimit._context._PyBlock  (processing's __enter__/__exit__)
+ *
+ * Guard.__get__ completes in C only the memoised, allowed read: a decision
+ * memoised on the record for the active block's binding, allowed, valid now
+ * and for the store's current version. It then audits the read exactly as the
+ * Python code does (four items appended to the audit buffer, ENTRY_ITEMS) and
+ * returns the slot's value. Every other case (no block, no memo, a denial, an
+ * access on the class, an unexpected type) is handed to the Python reference
+ * before any side effect, so both implementations decide, audit and raise
+ * alike. Past the clock call, a stale memo goes to the Python `_read` and a
+ * full buffer to `_settle`, as in the Python code.
+ *
+ * Block.__enter__/__exit__ do what _PyBlock's do: reuse the prepared Active
+ * (or ask the Python `_activate`/`_under` for one), set or reset the ContextVar,
+ * and hand a non-empty audit buffer to the Python `_close`.
+ *
+ * The slots of the Python classes involved (Active, _Extra, Epoch, the record
+ * class's `field_tags`) are read at the offsets of their member descriptors,
+ * found once by configure_*() and checked against the exact types.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
+
+/* Set by configure_blocks(). */
+static PyObject *current_var = NULL;     /* the ContextVar holding the active block */
+static PyTypeObject *active_type = NULL; /* purposelimit._context.Active */
+static Py_ssize_t a_binding, a_now, a_store, a_buffer, a_audit;
+static Py_ssize_t a_previous, a_scope, a_token, a_block, a_monitor;
+static PyObject *epoch = NULL; /* purposelimit._engine.EPOCH */
+static Py_ssize_t ep_current;
+static PyObject *py_close = NULL;       /* _close(active, error) */
+static PyObject *py_refuse_exit = NULL; /* _refuse_exit(block): raises RuntimeError */
+
+/* Set by configure_guards(). */
+static PyTypeObject *extra_type = NULL; /* purposelimit._records._Extra */
+static Py_ssize_t e_memo, e_denials;
+static PyTypeObject *denied_type = NULL; /* purposelimit.ProcessingDenied */
+static PyObject *py_get = NULL;    /* _PyGuard.__get__(guard, obj, objtype) */
+static PyObject *py_read = NULL;   /* _read(guard, obj, objtype, active) */
+static PyObject *py_settle = NULL; /* _settle(guard, obj, objtype, active, memo) */
+static PyObject *py_denial = NULL; /* _denial(guard, memo, audit, extra) -> ProcessingDenied */
+
+static PyObject *empty_tuple;
+static PyObject *str_version, *str_limit, *str_activate, *str_under, *str_field_tags;
+
+/* The offset of the slot *name* of class *cls* (a member descriptor of an object slot). */
+static int
+slot_offset(PyObject *cls, PyObject *name, Py_ssize_t *offset)
+{
+    PyObject *descr = PyObject_GetAttr(cls, name);
+    if (descr == NULL) {
+        return -1;
+    }
+    if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        PyErr_Format(PyExc_TypeError, "%R.%U is not a slot", cls, name);
+        Py_DECREF(descr);
+        return -1;
+    }
+    PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+    if (member->type != T_OBJECT_EX && member->type != T_OBJECT) {
+        PyErr_Format(PyExc_TypeError, "%R.%U is not an object slot", cls, name);
+        Py_DECREF(descr);
+        return -1;
+    }
+    *offset = member->offset;
+    Py_DECREF(descr);
+    return 0;
+}
+
+static int
+slot_offset_str(PyObject *cls, const char *name, Py_ssize_t *offset)
+{
+    PyObject *key = PyUnicode_InternFromString(name);
+    if (key == NULL) {
+        return -1;
+    }
+    int result = slot_offset(cls, key, offset);
+    Py_DECREF(key);
+    return result;
+}
+
+static PyObject *
+configure_blocks(PyObject *module, PyObject *args)
+{
+    PyObject *var, *active, *epoch_obj, *close, *refuse;
+    if (!PyArg_ParseTuple(args, "O!O!OOO:configure_blocks", &PyContextVar_Type, &var,
+                          &PyType_Type, &active, &epoch_obj, &close, &refuse)) {
+        return NULL;
+    }
+    Py_ssize_t offsets[10];
+    const char *names[10] = {"binding", "now",   "store", "buffer", "audit",
+                             "previous", "scope", "token", "block", "monitor"};
+    for (int i = 0; i < 10; i++) {
+        if (slot_offset_str(active, names[i], &offsets[i]) < 0) {
+            return NULL;
+        }
+    }
+    Py_ssize_t current;
+    if (slot_offset_str((PyObject *)Py_TYPE(epoch_obj), "current", &current) < 0) {
+        return NULL;
+    }
+    a_binding = offsets[0];
+    a_now = offsets[1];
+    a_store = offsets[2];
+    a_buffer = offsets[3];
+    a_audit = offsets[4];
+    a_previous = offsets[5];
+    a_scope = offsets[6];
+    a_token = offsets[7];
+    a_block = offsets[8];
+    a_monitor = offsets[9];
+    ep_current = current;
+    Py_XSETREF(current_var, Py_NewRef(var));
+    Py_XSETREF(active_type, (PyTypeObject *)Py_NewRef(active));
+    Py_XSETREF(epoch, Py_NewRef(epoch_obj));
+    Py_XSETREF(py_close, Py_NewRef(close));
+    Py_XSETREF(py_refuse_exit, Py_NewRef(refuse));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+configure_guards(PyObject *module, PyObject *args)
+{
+    PyObject *extra, *get, *read, *settle, *denial, *denied;
+    if (!PyArg_ParseTuple(args, "O!OOOOO!:configure_guards", &PyType_Type, &extra, &get, &read,
+                          &settle, &denial, &PyType_Type, &denied)) {
+        return NULL;
+    }
+    if (!PyType_IsSubtype((PyTypeObject *)denied, (PyTypeObject *)PyExc_BaseException)) {
+        PyErr_SetString(PyExc_TypeError, "configure_guards: the denial type is an exception");
+        return NULL;
+    }
+    if (current_var == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_blocks() comes first");
+        return NULL;
+    }
+    Py_ssize_t memo, denials;
+    if (slot_offset_str(extra, "memo", &memo) < 0 ||
+        slot_offset_str(extra, "denials", &denials) < 0) {
+        return NULL;
+    }
+    e_memo = memo;
+    e_denials = denials;
+    Py_XSETREF(denied_type, (PyTypeObject *)Py_NewRef(denied));
+    Py_XSETREF(py_denial, Py_NewRef(denial));
+    Py_XSETREF(extra_type, (PyTypeObject *)Py_NewRef(extra));
+    Py_XSETREF(py_get, Py_NewRef(get));
+    Py_XSETREF(py_read, Py_NewRef(read));
+    Py_XSETREF(py_settle, Py_NewRef(settle));
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------- Guard */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *member;        /* the field's slot (a member descriptor) */
+    descrgetfunc member_get; /* its tp_descr_get */
+    PyObject *owner;         /* the record class the guard is installed on, once bound */
+    Py_ssize_t extra_offset; /* the offset of the owner's field_tags slot */
+    Py_ssize_t index;        /* the field's memo index */
+} GuardObject;
+
+static int
+guard_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    GuardObject *self = (GuardObject *)op;
+    Py_VISIT(self->member);
+    Py_VISIT(self->owner);
+    return 0;
+}
+
+static int
+guard_clear(PyObject *op)
+{
+    GuardObject *self = (GuardObject *)op;
+    self->member_get = NULL;
+    Py_CLEAR(self->member);
+    Py_CLEAR(self->owner);
+    return 0;
+}
+
+static void
+guard_dealloc(PyObject *op)
+{
+    PyObject_GC_UnTrack(op);
+    guard_clear(op);
+    Py_TYPE(op)->tp_free(op);
+}
+
+/* Hand the read to the Python reference, which starts from the beginning. */
+static PyObject *
+guard_python(PyObject *self, PyObject *obj, PyObject *type)
+{
+    if (py_get == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "purposelimit._speedups is not configured");
+        return NULL;
+    }
+    return PyObject_CallFunctionObjArgs(py_get, self, obj ? obj : Py_None, type ? type : Py_None,
+                                        NULL);
+}
+
+/* Whether the block is in monitor mode (1 or 0), or -1 with an exception set. */
+static int
+guard_monitor(PyObject *active)
+{
+    PyObject *monitor = SLOT(active, a_monitor);
+    if (monitor == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "monitor");
+        return -1;
+    }
+    return PyObject_IsTrue(monitor);
+}
+
+/* Raise the denial of a memoised denied read, as _denial() makes it: the details are
+   the ones kept for this memo in the record's _Extra.denials, else _denial() makes
+   (and keeps) them. */
+static void
+guard_deny(PyObject *op, PyObject *obj, PyObject *active, PyObject *memo)
+{
+    GuardObject *self = (GuardObject *)op;
+    PyObject *extra = SLOT(obj, self->extra_offset);
+    PyObject *details = NULL;
+    if (extra != NULL && Py_IS_TYPE(extra, extra_type)) {
+        PyObject *denials = SLOT(extra, e_denials);
+        if (denials != NULL && PyDict_CheckExact(denials)) {
+            PyObject *key = PyLong_FromSsize_t(self->index);
+            if (key == NULL) {
+                return;
+            }
+            PyObject *hit = PyDict_GetItemWithError(denials, key); /* borrowed */
+            Py_DECREF(key);
+            if (hit == NULL && PyErr_Occurred()) {
+                return;
+            }
+            if (hit != NULL && PyTuple_CheckExact(hit) && PyTuple_GET_SIZE(hit) == 2 &&
+                PyTuple_GET_ITEM(hit, 0) == memo) {
+                details = PyTuple_GET_ITEM(hit, 1);
+            }
+        }
+    }
+    PyObject *error;
+    if (details != NULL) {
+        /* As _denial(): ProcessingDenied.__new__ (no __init__), then args = (details,). */
+        PyObject *args = PyTuple_Pack(1, details);
+        if (args == NULL) {
+            return;
+        }
+        error = denied_type->tp_new(denied_type, empty_tuple, NULL);
+        if (error == NULL) {
+            Py_DECREF(args);
+            return;
+        }
+        Py_XSETREF(((PyBaseExceptionObject *)error)->args, args);
+    }
+    else {
+        PyObject *audit = SLOT(active, a_audit);
+        error = PyObject_CallFunctionObjArgs(py_denial, op, memo, audit ? audit : Py_None,
+                                             extra ? extra : Py_None, NULL);
+    }
+    if (error != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(error), error);
+        Py_DECREF(error);
+    }
+}
+
+static PyObject *
+guard_get(PyObject *op, PyObject *obj, PyObject *type)
+{
+    GuardObject *self = (GuardObject *)op;
+    if (obj == NULL || obj == Py_None || self->owner == NULL || py_get == NULL ||
+        !PyObject_TypeCheck(obj, (PyTypeObject *)self->owner)) {
+        return guard_python(op, obj, type);
+    }
+    PyObject *active;
+    if (PyContextVar_Get(current_var, Py_None, &active) < 0) {
+        return NULL;
+    }
+    PyObject *extra, *memos, *memo, *clock;
+    if (!Py_IS_TYPE(active, active_type) ||
+        (extra = SLOT(obj, self->extra_offset)) == NULL || !Py_IS_TYPE(extra, extra_type) ||
+        (memos = SLOT(extra, e_memo)) == NULL || !PyList_CheckExact(memos) ||
+        self->index >= PyList_GET_SIZE(memos) ||
+        !PyTuple_CheckExact(memo = PyList_GET_ITEM(memos, self->index)) ||
+        PyTuple_GET_SIZE(memo) < 5 || PyTuple_GET_ITEM(memo, 0) != SLOT(active, a_binding) ||
+        (PyTuple_GET_ITEM(memo, 4) != Py_True && PyTuple_GET_ITEM(memo, 4) != Py_False) ||
+        (clock = SLOT(active, a_now)) == NULL) {
+        /* Not a memoised read: the Python reference takes it from the start. */
+        Py_DECREF(active);
+        return guard_python(op, obj, type);
+    }
+    /* The memo, the clock and the store are held across calls into Python code. */
+    Py_INCREF(memo);
+    Py_INCREF(clock);
+    PyObject *now = PyObject_CallNoArgs(clock);
+    Py_DECREF(clock);
+    PyObject *version = NULL, *result = NULL;
+    if (now == NULL) {
+        goto done;
+    }
+    PyObject *low = PyTuple_GET_ITEM(memo, 1), *high = PyTuple_GET_ITEM(memo, 2);
+    int fresh;
+    if (PyFloat_CheckExact(now) && PyFloat_CheckExact(low) && PyFloat_CheckExact(high)) {
+        double instant = PyFloat_AS_DOUBLE(now);
+        fresh = PyFloat_AS_DOUBLE(low) <= instant && instant < PyFloat_AS_DOUBLE(high);
+    }
+    else {
+        fresh = PyObject_RichCompareBool(low, now, Py_LE);
+        if (fresh > 0) {
+            fresh = PyObject_RichCompareBool(now, high, Py_LT);
+        }
+        if (fresh < 0) {
+            goto done;
+        }
+    }
+    if (fresh) {
+        PyObject *store = SLOT(active, a_store);
+        if (store == NULL) {
+            PyErr_SetString(PyExc_AttributeError, "store");
+            goto done;
+        }
+        Py_INCREF(store);
+        version = PyObject_GetAttr(store, str_version);
+        Py_DECREF(store);
+        if (version == NULL) {
+            goto done;
+        }
+        fresh = PyObject_RichCompareBool(PyTuple_GET_ITEM(memo, 3), version, Py_EQ);
+        if (fresh < 0) {
+            goto done;
+        }
+    }
+    if (!fresh) {
+        result = PyObject_CallFunctionObjArgs(py_read, op, obj, type ? type : Py_None, active,
+                                              NULL);
+        goto done;
+    }
+    /* Audit the read: the four items of an entry (ENTRY_ITEMS), as buffer.extend would. */
+    PyObject *buffer = SLOT(active, a_buffer);
+    if (buffer == NULL || !PyList_CheckExact(buffer)) {
+        PyErr_SetString(PyExc_TypeError, "the audit buffer must be a list");
+        goto done;
+    }
+    Py_INCREF(buffer);
+    if (PyList_Append(buffer, active) < 0 || PyList_Append(buffer, op) < 0 ||
+        PyList_Append(buffer, memo) < 0 || PyList_Append(buffer, now) < 0) {
+        Py_DECREF(buffer);
+        goto done;
+    }
+    Py_ssize_t length = PyList_GET_SIZE(buffer);
+    Py_DECREF(buffer);
+    PyObject *audit = SLOT(active, a_audit);
+    if (audit == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "audit");
+        goto done;
+    }
+    Py_INCREF(audit);
+    PyObject *limit = PyObject_GetAttr(audit, str_limit);
+    Py_DECREF(audit);
+    if (limit == NULL) {
+        goto done;
+    }
+    int room;
+    if (PyLong_CheckExact(limit)) {
+        int overflow;
+        long long bound = PyLong_AsLongLongAndOverflow(limit, &overflow);
+        room = overflow > 0 || (overflow == 0 && (long long)length < bound);
+    }
+    else {
+        PyObject *size = PyLong_FromSsize_t(length);
+        room = size == NULL ? -1 : PyObject_RichCompareBool(size, limit, Py_LT);
+        Py_XDECREF(size);
+    }
+    Py_DECREF(limit);
+    if (room < 0) {
+        goto done;
+    }
+    if (room && PyTuple_GET_ITEM(memo, 4) == Py_True) {
+        result = self->member_get(self->member, obj, type);
+        goto done;
+    }
+    if (room) {
+        /* A denied read: raised here in enforce mode, settled by Python in monitor mode. */
+        int monitor = guard_monitor(active);
+        if (monitor < 0) {
+            goto done;
+        }
+        if (!monitor) {
+            guard_deny(op, obj, active, memo);
+            goto done;
+        }
+    }
+    result = PyObject_CallFunctionObjArgs(py_settle, op, obj, type ? type : Py_None, active, memo,
+                                          NULL);
+done:
+    Py_XDECREF(version);
+    Py_XDECREF(now);
+    Py_DECREF(memo);
+    Py_DECREF(active);
+    return result;
+}
+
+static int
+guard_init(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    return 0; /* the Python subclass's __init__ sets _member and index */
+}
+
+static PyObject *
+guard_get_member(PyObject *op, void *closure)
+{
+    GuardObject *self = (GuardObject *)op;
+    if (self->member == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_member");
+        return NULL;
+    }
+    return Py_NewRef(self->member);
+}
+
+static int
+guard_set_member(PyObject *op, PyObject *value, void *closure)
+{
+    GuardObject *self = (GuardObject *)op;
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_member cannot be deleted");
+        return -1;
+    }
+    descrgetfunc get = Py_TYPE(value)->tp_descr_get;
+    if (get == NULL) {
+        PyErr_SetString(PyExc_TypeError, "_member must be a descriptor");
+        return -1;
+    }
+    Py_XSETREF(self->member, Py_NewRef(value));
+    self->member_get = get;
+    return 0;
+}
+
+static PyObject *
+guard_bind(PyObject *op, PyObject *owner)
+{
+    GuardObject *self = (GuardObject *)op;
+    if (!PyType_Check(owner)) {
+        PyErr_SetString(PyExc_TypeError, "_bind() takes the record class");
+        return NULL;
+    }
+    Py_ssize_t offset;
+    if (slot_offset(owner, str_field_tags, &offset) < 0) {
+        return NULL;
+    }
+    self->extra_offset = offset;
+    Py_XSETREF(self->owner, Py_NewRef(owner));
+    Py_RETURN_NONE;
+}
+
+static PyGetSetDef guard_getset[] = {
+    {"_member", guard_get_member, guard_set_member, "the field's slot", NULL},
+    {NULL},
+};
+
+static PyMemberDef guard_members[] = {
+    {"index", T_PYSSIZET, offsetof(GuardObject, index), 0, "the field's memo index"},
+    {NULL},
+};
+
+static PyMethodDef guard_methods[] = {
+    {"_bind", guard_bind, METH_O, "Bind the guard to the record class it is installed on."},
+    {NULL},
+};
+
+static PyTypeObject GuardType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "purposelimit._speedups.Guard",
+    .tp_doc = "The C base of a personal field's descriptor (see purposelimit._records).",
+    .tp_basicsize = sizeof(GuardObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = guard_init,
+    .tp_dealloc = guard_dealloc,
+    .tp_traverse = guard_traverse,
+    .tp_clear = guard_clear,
+    .tp_descr_get = guard_get,
+    .tp_getset = guard_getset,
+    .tp_members = guard_members,
+    .tp_methods = guard_methods,
+};
+
+/* ------------------------------------------------------------------------- Block */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *cache;  /* (epoch, Active) of an entry from outside any block, or None */
+    PyObject *nested; /* the Active of the last nested entry, or None */
+} BlockObject;
+
+static int
+block_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    BlockObject *self = (BlockObject *)op;
+    Py_VISIT(self->cache);
+    Py_VISIT(self->nested);
+    return 0;
+}
+
+static int
+block_clear(PyObject *op)
+{
+    BlockObject *self = (BlockObject *)op;
+    Py_CLEAR(self->cache);
+    Py_CLEAR(self->nested);
+    return 0;
+}
+
+static void
+block_dealloc(PyObject *op)
+{
+    PyObject_GC_UnTrack(op);
+    block_clear(op);
+    Py_TYPE(op)->tp_free(op);
+}
+
+static PyObject *
+block_enter(PyObject *op, PyObject *unused)
+{
+    BlockObject *self = (BlockObject *)op;
+    if (current_var == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "purposelimit._speedups is not configured");
+        return NULL;
+    }
+    PyObject *active, *previous, *cache = self->cache;
+    if (cache != NULL && PyTuple_CheckExact(cache) && PyTuple_GET_SIZE(cache) == 2 &&
+        PyTuple_GET_ITEM(cache, 0) == SLOT(epoch, ep_current)) {
+        active = Py_NewRef(PyTuple_GET_ITEM(cache, 1));
+    }
+    else {
+        active = PyObject_CallMethodNoArgs(op, str_activate);
+        if (active == NULL) {
+            return NULL;
+        }
+    }
+    if (PyContextVar_Get(current_var, Py_None, &previous) < 0) {
+        Py_DECREF(active);
+        return NULL;
+    }
+    if (previous != Py_None) {
+        PyObject *nested = self->nested;
+        if (nested != NULL && Py_IS_TYPE(nested, active_type) && Py_IS_TYPE(active, active_type) &&
+            SLOT(nested, a_previous) == previous && SLOT(nested, a_scope) == SLOT(active, a_scope)) {
+            Py_SETREF(active, Py_NewRef(nested));
+        }
+        else {
+            Py_SETREF(active, PyObject_CallMethodObjArgs(op, str_under, active, previous, NULL));
+        }
+    }
+    Py_DECREF(previous);
+    if (active == NULL) {
+        return NULL;
+    }
+    if (!Py_IS_TYPE(active, active_type)) {
+        PyErr_SetString(PyExc_TypeError, "a processing block prepared something else than Active");
+        Py_DECREF(active);
+        return NULL;
+    }
+    PyObject *token = PyContextVar_Set(current_var, active);
+    if (token == NULL) {
+        Py_DECREF(active);
+        return NULL;
+    }
+    Py_XSETREF(SLOT(active, a_token), token);
+    PyObject *scope = SLOT(active, a_scope);
+    if (scope == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "scope");
+    }
+    else {
+        Py_INCREF(scope);
+    }
+    Py_DECREF(active);
+    return scope;
+}
+
+static PyObject *
+block_exit(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "__exit__ takes 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (current_var == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "purposelimit._speedups is not configured");
+        return NULL;
+    }
+    PyObject *active;
+    if (PyContextVar_Get(current_var, Py_None, &active) < 0) {
+        return NULL;
+    }
+    if (!Py_IS_TYPE(active, active_type) || SLOT(active, a_block) != op) {
+        Py_DECREF(active);
+        return PyObject_CallOneArg(py_refuse_exit, op);
+    }
+    PyObject *token = SLOT(active, a_token);
+    if (PyContextVar_Reset(current_var, token ? token : Py_None) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_RuntimeError) &&
+            !PyErr_ExceptionMatches(PyExc_TypeError) && !PyErr_ExceptionMatches(PyExc_ValueError)) {
+            Py_DECREF(active);
+            return NULL;
+        }
+        /* The token is another context's, or already used: set the value back. */
+        PyErr_Clear();
+        PyObject *previous = SLOT(active, a_previous);
+        PyObject *reset = PyContextVar_Set(current_var, previous ? previous : Py_None);
+        if (reset == NULL) {
+            Py_DECREF(active);
+            return NULL;
+        }
+        Py_DECREF(reset);
+    }
+    PyObject *buffer = SLOT(active, a_buffer);
+    int pending = buffer == NULL ? 0 : PyObject_IsTrue(buffer);
+    if (pending < 0) {
+        Py_DECREF(active);
+        return NULL;
+    }
+    if (pending) {
+        PyObject *closed = PyObject_CallFunctionObjArgs(py_close, active, args[1], NULL);
+        if (closed == NULL) {
+            Py_DECREF(active);
+            return NULL;
+        }
+        Py_DECREF(closed);
+    }
+    Py_DECREF(active);
+    Py_RETURN_NONE;
+}
+
+static PyMemberDef block_members[] = {
+    {"_cache", T_OBJECT, offsetof(BlockObject, cache), 0, "(epoch, Active) or None"},
+    {"_nested", T_OBJECT, offsetof(BlockObject, nested), 0, "the last nested Active or None"},
+    {NULL},
+};
+
+static PyMethodDef block_methods[] = {
+    {"__enter__", block_enter, METH_NOARGS, "Enter the block: bind its purpose."},
+    {"__exit__", (PyCFunction)(void (*)(void))block_exit, METH_FASTCALL,
+     "Exit the block: restore the previous one and drain the audit buffer."},
+    {NULL},
+};
+
+static PyTypeObject BlockType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "purposelimit._speedups.Block",
+    .tp_doc = "The C base of processing (see purposelimit._context).",
+    .tp_basicsize = sizeof(BlockObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = block_dealloc,
+    .tp_traverse = block_traverse,
+    .tp_clear = block_clear,
+    .tp_members = block_members,
+    .tp_methods = block_methods,
+};
+
+/* ------------------------------------------------------------------------- module */
+
+static PyMethodDef module_methods[] = {
+    {"configure_blocks", configure_blocks, METH_VARARGS,
+     "configure_blocks(var, Active, epoch, close, refuse_exit)"},
+    {"configure_guards", configure_guards, METH_VARARGS,
+     "configure_guards(Extra, get, read, settle, denial, ProcessingDenied)"},
+    {NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "purposelimit._speedups",
+    .m_doc = "The read path's common case in C; purposelimit works without it.",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    if (PyType_Ready(&GuardType) < 0 || PyType_Ready(&BlockType) < 0) {
+        return NULL;
+    }
+    str_version = PyUnicode_InternFromString("version");
+    str_limit = PyUnicode_InternFromString("_limit");
+    str_activate = PyUnicode_InternFromString("_activate");
+    str_under = PyUnicode_InternFromString("_under");
+    str_field_tags = PyUnicode_InternFromString("field_tags");
+    empty_tuple = PyTuple_New(0);
+    if (!str_version || !str_limit || !str_activate || !str_under || !str_field_tags ||
+        !empty_tuple) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&speedups_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(module, "Guard", (PyObject *)&GuardType) < 0 ||
+        PyModule_AddObjectRef(module, "Block", (PyObject *)&BlockType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

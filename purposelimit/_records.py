@@ -189,8 +189,8 @@ class _Extra(Mapping[str, CollectionTag]):
         #: demand, :data:`_NO_MEMO` where nothing is memoised.
         self.memo: list[Memo] = []
         #: Per guard index: the last memo a denial was raised for, and the
-        #: details every denial raised for that memo shares.
-        self.denials: dict[int, tuple[Memo, DenialDetails]] | None = None
+        #: ``args`` (one DenialDetails) every denial raised for that memo shares.
+        self.denials: dict[int, tuple[Memo, tuple[DenialDetails]]] | None = None
 
     def __getitem__(self, name: str) -> CollectionTag:
         return self.tags[name]
@@ -536,7 +536,7 @@ def _denial(
     are made once per memoised denial and kept in the record's *extra*, so a
     read denied again costs only the exception itself.
     """
-    details = None
+    args = None
     denials = None
     if extra is not None:
         denials = extra.denials
@@ -544,20 +544,22 @@ def _denial(
             denials = extra.denials = {}
         hit = denials.get(guard.index)
         if hit is not None and hit[0] is memo:
-            details = hit[1]
-    if details is None:
+            args = hit[1]
+    if args is None:
         decision = memo[5]
-        details = DenialDetails(
-            decision,
-            guard.record_type,
-            guard.name,
-            audit.subject_ref(memo[6]),
-            functools.partial(remedy, decision, field=guard.name, category=guard.category),
+        args = (
+            DenialDetails(
+                decision,
+                guard.record_type,
+                guard.name,
+                audit.subject_ref(memo[6]),
+                functools.partial(remedy, decision, field=guard.name, category=guard.category),
+            ),
         )
         if denials is not None:
-            denials[guard.index] = (memo, details)
+            denials[guard.index] = (memo, args)
     error = _new_denied(ProcessingDenied)
-    error.args = (details,)
+    error.args = args
     return error
 
 

@@ -223,7 +223,7 @@ guard_monitor(PyObject *active)
     return PyObject_IsTrue(monitor);
 }
 
-/* Raise the denial of a memoised denied read, as _denial() makes it: the details are
+/* Raise the denial of a memoised denied read, as _denial() makes it: its args are
    the ones kept for this memo in the record's _Extra.denials, else _denial() makes
    (and keeps) them. */
 static void
@@ -231,7 +231,7 @@ guard_deny(PyObject *op, PyObject *obj, PyObject *active, PyObject *memo)
 {
     GuardObject *self = (GuardObject *)op;
     PyObject *extra = SLOT(obj, self->extra_offset);
-    PyObject *details = NULL;
+    PyObject *args = NULL;
     if (extra != NULL && Py_IS_TYPE(extra, extra_type)) {
         PyObject *denials = SLOT(extra, e_denials);
         if (denials != NULL && PyDict_CheckExact(denials)) {
@@ -245,24 +245,19 @@ guard_deny(PyObject *op, PyObject *obj, PyObject *active, PyObject *memo)
                 return;
             }
             if (hit != NULL && PyTuple_CheckExact(hit) && PyTuple_GET_SIZE(hit) == 2 &&
-                PyTuple_GET_ITEM(hit, 0) == memo) {
-                details = PyTuple_GET_ITEM(hit, 1);
+                PyTuple_GET_ITEM(hit, 0) == memo && PyTuple_CheckExact(PyTuple_GET_ITEM(hit, 1))) {
+                args = PyTuple_GET_ITEM(hit, 1);
             }
         }
     }
     PyObject *error;
-    if (details != NULL) {
-        /* As _denial(): ProcessingDenied.__new__ (no __init__), then args = (details,). */
-        PyObject *args = PyTuple_Pack(1, details);
-        if (args == NULL) {
-            return;
-        }
+    if (args != NULL) {
+        /* As _denial(): ProcessingDenied.__new__ (no __init__), then the shared args. */
         error = denied_type->tp_new(denied_type, empty_tuple, NULL);
         if (error == NULL) {
-            Py_DECREF(args);
             return;
         }
-        Py_XSETREF(((PyBaseExceptionObject *)error)->args, args);
+        Py_XSETREF(((PyBaseExceptionObject *)error)->args, Py_NewRef(args));
     }
     else {
         PyObject *audit = SLOT(active, a_audit);

@@ -170,7 +170,15 @@ def _loads(text: str, fmt: Format, source: str | None, *, allow_preset: bool) ->
     found = [src.problem(path, message, line) for path, message, line in problems]
     if data is _UNPARSED:
         raise RegisterError(found, source)
+    if isinstance(data, Mapping) and not data:
+        found.append(src.problem("", _NOTHING_DECLARED, 1))
     return _build(data, src, allow_preset=allow_preset, problems=found)
+
+
+_NOTHING_DECLARED = (
+    "the file is empty (or holds only comments): a record of processing activities "
+    "(GDPR art. 30) declares its purposes. Is the file truncated?"
+)
 
 
 def _parse_toml(text: str) -> tuple[Any, list[tuple[str, str, int | None]]]:

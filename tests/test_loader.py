@@ -183,9 +183,20 @@ def test_load_register_reads_toml_and_json_files_by_suffix(tmp_path: Path) -> No
     assert load_register(toml_file) == load_register(str(json_file)) == loads_register(SOUND)
 
 
-def test_an_empty_file_is_an_empty_register() -> None:
-    """Every section is optional: an empty file is a register with nothing declared."""
-    register = loads_register("")
+@pytest.mark.parametrize("text", ["", "\n\n", "# a comment, nothing else\n", "{}"])
+def test_an_empty_file_is_refused(text: str) -> None:
+    """A file with nothing in it (a truncated copy) is refused, not read as an empty register."""
+    fmt = "json" if text == "{}" else "toml"
+    with pytest.raises(RegisterError) as caught:
+        loads_register(text, format=fmt, source="register.toml")
+    (problem,) = caught.value.problems
+    assert "the file is empty" in problem.message
+    assert (problem.path, problem.line) == ("", 1)
+
+
+def test_every_section_is_optional() -> None:
+    """A file with only its header table is a register with nothing declared."""
+    register = loads_register('[register]\ncontroller = "Example SAS"\n')
     assert (register.version, len(register.purposes), len(register.categories)) == ("", 0, 0)
 
 
@@ -1237,3 +1248,17 @@ def test_any_text_gives_a_register_or_a_register_error(text: str) -> None:
     for fmt in formats:
         error = outcome(lambda: loads_register(text, format=fmt))  # noqa: B023 (called at once)
         assert error is None or error.problems
+
+
+def test_check_refuses_an_empty_register_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``purposelimit check`` on a 0-byte file is bad input (exit 1), naming the file and line."""
+    from purposelimit._cli import main
+
+    empty = tmp_path / "register.toml"
+    empty.write_bytes(b"")
+    assert main(["check", str(empty)]) == 1
+    err = capsys.readouterr().err
+    assert f"{empty}:1:" in err
+    assert "the file is empty" in err

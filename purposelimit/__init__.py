@@ -47,6 +47,7 @@ from ._bulk import (
     retention_sweep,
 )
 from ._context import (
+    COMPILED,
     EngineToken,
     ProcessingScope,
     current_processing,
@@ -136,6 +137,7 @@ if TYPE_CHECKING:
     from ._sqlalchemy_store import SQLAlchemyStore as SQLAlchemyStore
 
 __all__ = [
+    "COMPILED",
     "PERSONAL_KEY",
     "Audit",
     "AuditError",

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from ._store import Store
 
 __all__ = [
+    "COMPILED",
     "EngineToken",
     "ProcessingScope",
     "current_processing",
@@ -74,6 +75,14 @@ def _load_speedups() -> Any:
 
 #: The compiled read path, or ``None`` where the pure-Python one runs.
 SPEEDUPS: Any = _load_speedups()
+
+#: Whether reads of personal fields and ``processing`` blocks run the compiled
+#: read path (``purposelimit/_speedups.c``, built at install time where a C
+#: compiler is available) rather than the pure-Python one. Both decide, audit
+#: and raise alike; the compiled one is about three times faster
+#: (docs/performance.md). ``PURPOSELIMIT_PURE_PYTHON=1`` in the environment
+#: before import selects the pure-Python one.
+COMPILED: bool = SPEEDUPS is not None
 
 
 # --------------------------------------------------------------------------- the public scope

@@ -1585,6 +1585,12 @@ class _Progress:
         self.stream.flush()
 
 
+#: What ``filter_csv(audit=...)`` may call instead of appending plain JSON Lines: it
+#: receives the run's :class:`FilterSummary` and an iterator over the excluded rows
+#: (``{"line", "subject", "reason", "rule", "detail"}`` each: ids, codes and pseudonyms).
+AuditWriter = Callable[[FilterSummary, Iterator[dict[str, Any]]], None]
+
+
 def filter_csv(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -1602,7 +1608,7 @@ def filter_csv(
     drop_unmapped: bool = False,
     neutralise_formulas: bool = False,
     report: str | os.PathLike[str] | None = None,
-    audit: str | os.PathLike[str] | None = None,
+    audit: str | os.PathLike[str] | AuditWriter | None = None,
     pseudonymiser: Pseudonymiser | None = None,
     encoding: str | None = None,
     delimiter: str | None = None,
@@ -1623,7 +1629,12 @@ def filter_csv(
         out: where the usable rows go (CSV).
         report: a ``.json`` or ``.html`` report file (see docs/cli.md), if wanted.
         audit: a JSON Lines file to append the audit events to: one for the run
-            and one per excluded row (ids, reason codes and pseudonyms only).
+            and one per excluded row (ids, reason codes and pseudonyms only);
+            or a callable ``audit(summary, excluded)`` (an :data:`AuditWriter`)
+            that records the run itself — the command line's ``--audit``
+            writes a hash chain this way. Either way the audit is written once
+            the output and report are complete and before they are renamed
+            into place, so an audit failure leaves neither behind.
         encoding, delimiter: force them instead of detecting them.
         progress: a terminal stream for a progress line, or ``None``.
         notice: called with a one-line notice (the encoding chosen when not UTF-8).
@@ -1773,7 +1784,10 @@ def filter_csv(
             )
         if audit is not None:
             excluded_spool.seek(0)
-            _append_audit(os.fspath(audit), summary, _lines(excluded_spool), actor)
+            if callable(audit):
+                audit(summary, _lines(excluded_spool))
+            else:
+                _append_audit(os.fspath(audit), summary, _lines(excluded_spool), actor)
         if tmp is not None:
             os.replace(tmp, dst)
         if report_tmp is not None and report_path is not None:

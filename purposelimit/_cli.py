@@ -8,6 +8,10 @@ register for ``check``, a protocol request that could not be read for
 Errors are one line on stderr naming the file, line and column; nothing is
 half-written: output files appear only once complete. No message, report or
 audit event ever shows a personal value.
+
+``filter --audit FILE`` appends to a keyed hash chain (:class:`JsonLinesAuditSink`,
+key from ``PURPOSELIMIT_AUDIT_KEY`` or ``--audit-key-env``), the format
+``purposelimit audit verify|tail|stats`` reads.
 """
 
 from __future__ import annotations
@@ -21,10 +25,15 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any, NoReturn, TextIO
 
+from ._audit import AuditEvent
+from ._audit_chain import AUDIT_KEY_ENV, JsonLinesAuditSink, audit_key_from_env
 from ._bulk import (
+    INVALID_ROW,
     FilterSummary,
+    LeadMapping,
     Pseudonymiser,
     RetentionRow,
     filter_csv,
@@ -34,9 +43,15 @@ from ._bulk import (
 )
 from ._cases import add_test_command
 from ._engine import Engine
-from ._errors import ConfigurationError, PurposeLimitError, RegisterError, StoreError
+from ._errors import (
+    AuditError,
+    ConfigurationError,
+    PurposeLimitError,
+    RegisterError,
+    StoreError,
+)
 from ._files import is_special, temp_beside, text_writer
-from ._model import Authorisation, Consent, Objection
+from ._model import Authorisation, Consent, Objection, Reason
 from ._protocol import (
     InputError,
     ProtocolError,
@@ -176,38 +191,229 @@ def _atomic_text(path: str | None, encoding: str = "utf-8") -> Iterator[IO[str]]
 
 
 def _cmd_filter(args: argparse.Namespace) -> int:
-    register = _load_register(args)
-    mapping = load_mapping(args.mapping)
-    consents, withdrawals, objections, auths = _events(args, mapping.email)
-    summary = filter_csv(
-        args.leads,
-        args.out,
-        register=register,
-        purpose=args.purpose,
-        mapping=mapping,
-        at=args.at,
-        collected_for=args.collected_for,
-        collected_at=args.collected_at,
-        consents=consents,
-        objections=objections,
-        withdrawals=withdrawals,
-        authorisations=auths,
-        drop_unmapped=args.drop_unmapped,
-        neutralise_formulas=args.neutralise_formulas,
-        report=args.report,
-        audit=args.audit,
-        pseudonymiser=Pseudonymiser(),
-        encoding=args.encoding,
-        delimiter=args.delimiter,
-        progress=_err() if _err().isatty() else None,
-        notice=_say,
-        actor=args.actor,
-    )
-    _print_summary(summary, args.report, args.audit)
+    audit = _ChainedAudit.prepare(args) if args.audit is not None else None
+    try:
+        register = _load_register(args)
+        mapping = load_mapping(args.mapping)
+        consents, withdrawals, objections, auths = _events(args, mapping.email)
+        if audit is not None:
+            audit.open_existing(_whole_file_purpose(args, mapping))
+        summary = filter_csv(
+            args.leads,
+            args.out,
+            register=register,
+            purpose=args.purpose,
+            mapping=mapping,
+            at=args.at,
+            collected_for=args.collected_for,
+            collected_at=args.collected_at,
+            consents=consents,
+            objections=objections,
+            withdrawals=withdrawals,
+            authorisations=auths,
+            drop_unmapped=args.drop_unmapped,
+            neutralise_formulas=args.neutralise_formulas,
+            report=args.report,
+            audit=audit,
+            pseudonymiser=Pseudonymiser(),
+            encoding=args.encoding,
+            delimiter=args.delimiter,
+            progress=_err() if _err().isatty() else None,
+            notice=_say,
+            actor=args.actor,
+        )
+    finally:
+        if audit is not None:
+            audit.close()
+    _print_summary(summary, args.report, audit)
     return 0
 
 
-def _print_summary(summary: FilterSummary, report: str | None, audit: str | None) -> None:
+def _whole_file_purpose(args: argparse.Namespace, mapping: LeadMapping) -> str | None:
+    """The collection purpose of every row, when one is given for the whole file."""
+    if args.collected_for:
+        return str(args.collected_for)
+    return mapping.collected_for if mapping.collected_for_column is None else None
+
+
+class _ChainedAudit:
+    """``filter --audit FILE``: the run's audit entries, appended to a keyed hash chain.
+
+    :meth:`prepare` reads the key and refuses a file that is not a chain,
+    before anything is read or written; :meth:`open_existing` opens an
+    existing file's chain (checking its last line and head with the key)
+    before the run; the file is created only when the run has succeeded.
+    ``filter_csv`` calls the object once the output is complete and before it
+    is renamed into place: the entries go in as one batch, so a failure
+    leaves neither the output nor part of the batch.
+    """
+
+    def __init__(self, path: str, key: bytes) -> None:
+        self.path = path
+        self.key = key
+        self.actor: str | None = None
+        self.collected_for: str | None = None
+        self.sink: JsonLinesAuditSink | None = None
+        self.written = 0
+        self.first_seq = 0
+
+    @classmethod
+    def prepare(cls, args: argparse.Namespace) -> _ChainedAudit:
+        """Read the key (usage error without one) and check the file's format (bad input)."""
+        path = str(args.audit)
+        try:
+            key = audit_key_from_env(args.audit_key_env)
+        except ConfigurationError as exc:
+            raise UsageError(
+                f"--audit: {exc}; or name another variable with --audit-key-env"
+            ) from None
+        here = os.path.abspath(path)
+        others = [args.leads, args.out] + ([args.report] if args.report else [])
+        if here in {os.path.abspath(str(o)) for o in others}:
+            raise UsageError(
+                "--audit: the audit file must differ from the lead, output and report files"
+            )
+        if os.path.isfile(path) and not _chained_file(path):
+            raise InputError(
+                path,
+                "not a hash-chained audit file (plain JSON Lines, as an earlier `filter --audit` "
+                "wrote?): appending would mix two formats, so it is left untouched and nothing "
+                "was written; name a new audit file",
+            )
+        audit = cls(path, key)
+        audit.actor = args.actor
+        return audit
+
+    def open_existing(self, collected_for: str | None) -> None:
+        """Continue an existing file's chain: its last line and head must verify with the key."""
+        self.collected_for = collected_for
+        if os.path.exists(self.path):
+            self.sink = self._open()
+
+    def _open(self) -> JsonLinesAuditSink:
+        try:
+            return JsonLinesAuditSink(self.path, self.key)
+        except AuditError as exc:
+            raise InputError(self.path, _audit_reason(exc, self.path)) from None
+
+    def __call__(self, summary: FilterSummary, excluded: Iterator[dict[str, Any]]) -> None:
+        events = _filter_events(summary, excluded, self.actor, self.collected_for)
+        if not events:
+            return
+        if self.sink is None:
+            self.sink = self._open()
+        try:
+            self.sink.emit(events)
+        except AuditError as exc:
+            raise InputError(self.path, _audit_reason(exc, self.path)) from None
+        self.written = len(events)
+        self.first_seq = self.sink.seq - len(events) + 1
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+
+
+def _chained_file(path: str) -> bool:
+    """Whether *path* is empty or its first line is an entry of a hash chain (seq, prev, mac)."""
+    with open(path, "rb") as handle:
+        first = handle.readline(1 << 20)
+    if not first.strip():
+        return True
+    try:
+        entry = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(entry, dict) and all(k in entry for k in ("seq", "prev", "mac"))
+
+
+def _audit_reason(exc: AuditError, path: str) -> str:
+    """The sink's message without its ``audit file PATH:`` prefix (the error names the file)."""
+    text = str(exc)
+    return text.removeprefix(f"audit file {Path(path).absolute()}: ")
+
+
+def _filter_events(
+    summary: FilterSummary,
+    excluded: Iterator[dict[str, Any]],
+    actor: str | None,
+    collected_for: str | None,
+) -> list[AuditEvent]:
+    """The chain entries of a filter run (docs/cli.md, "Audit events"): never a personal value.
+
+    * per kind of allowed outcome: ``lead-file.rows=N``, subject ``run:<run id>``;
+    * per excessive (dropped) column: ``lead-file.<column>`` with its category;
+    * per excluded row: ``lead-row.line=N``, the subject's reference (a keyed
+      pseudonym, or the id when the mapping does not pseudonymise; ``-`` when
+      the row has none). An invalid row is not one: nothing was decided nor
+      processed for it (its collection tag cannot be read), and no reason code
+      of the engine says "invalid row"; the report lists it.
+    """
+    now = datetime.now(UTC)
+    run = f"run:{summary.run_id}"
+
+    def event(
+        record_type: str,
+        subject: str,
+        field: str,
+        category: str,
+        reason: Reason,
+        rule: str,
+    ) -> AuditEvent:
+        return AuditEvent(
+            time=now,
+            actor=actor,
+            purpose=summary.purpose,
+            collected_for=collected_for,
+            record_type=record_type,
+            subject_ref=subject,
+            field=field,
+            category=category,
+            allowed=reason.allows,
+            reason=reason,
+            rule=rule,
+            mode="enforce",
+            monitored=False,
+            register_version=summary.register_version or None,
+            register_hash=summary.register_hash or None,
+        )
+
+    events = [
+        event("lead-file", run, f"rows={rows}", "*", Reason(code), rule)
+        for code, rule, allowed, rows, _ in summary.outcomes
+        if allowed and rows
+    ]
+    events += [
+        event(
+            "lead-file",
+            run,
+            c.name,
+            c.category,
+            Reason.EXCESSIVE,
+            c.rule or f"purpose:{summary.purpose}",
+        )
+        for c in summary.columns
+        if c.status == "excessive" and c.category is not None
+    ]
+    for row in excluded:
+        code = str(row["reason"])
+        if code == INVALID_ROW:  # no decision was made: the report lists it
+            continue
+        subject = row.get("subject")
+        events.append(
+            event(
+                "lead-row",
+                "-" if subject is None else str(subject),
+                f"line={row['line']}",
+                "*",
+                Reason(code),
+                str(row["rule"]),
+            )
+        )
+    return events
+
+
+def _print_summary(summary: FilterSummary, report: str | None, audit: _ChainedAudit | None) -> None:
     out = _out()
     out.write(
         f"{summary.input}: {summary.rows_read:,} rows read for {summary.purpose} "
@@ -238,7 +444,14 @@ def _print_summary(summary: FilterSummary, report: str | None, audit: str | None
     if report is not None:
         out.write(f"  report    {report}\n")
     if audit is not None:
-        out.write(f"  audit     {audit} (appended)\n")
+        if audit.written:
+            last = audit.first_seq + audit.written - 1
+            what = (
+                f"{audit.written:,} chained entries appended, seq {audit.first_seq:,} to {last:,}"
+            )
+        else:
+            what = "nothing to append"
+        out.write(f"  audit     {audit.path} ({what})\n")
 
 
 def _allows(reason: str) -> bool:
@@ -589,7 +802,12 @@ line number, subject reference and reason - never a personal value. Subjects
 that are e-mail addresses are shown as keyed pseudonyms (HMAC-SHA256, key from
 PURPOSELIMIT_PSEUDONYM_KEY, else a random key for this run).
 
-exit status: 0 done, 1 bad input (lead file, mapping, event files), 2 usage error.
+--audit FILE appends the run to a tamper-evident audit file (a keyed hash
+chain, key from PURPOSELIMIT_AUDIT_KEY): check it with
+`PURPOSELIMIT_AUDIT_KEY=... purposelimit audit verify FILE`.
+
+exit status: 0 done, 1 bad input (lead file, mapping, event files, an audit
+file that is not a chain or cannot be continued), 2 usage error (no audit key).
 """
 
 _RETENTION_EPILOG = """\
@@ -730,7 +948,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--purpose", metavar="ID", required=True, help="the processing purpose")
     p.add_argument("--out", metavar="USABLE.csv", required=True, help="where the usable rows go")
     p.add_argument("--report", metavar="REPORT.json|REPORT.html", help="write a report")
-    p.add_argument("--audit", metavar="AUDIT.jsonl", help="append audit events (JSON Lines)")
+    p.add_argument(
+        "--audit",
+        metavar="AUDIT.jsonl",
+        help="append the run's audit entries to this hash-chained file (key from "
+        f"{AUDIT_KEY_ENV}; read it with `purposelimit audit verify|tail|stats`)",
+    )
+    p.add_argument(
+        "--audit-key-env",
+        metavar="VAR",
+        default=AUDIT_KEY_ENV,
+        help=f"the environment variable holding the audit key (default {AUDIT_KEY_ENV})",
+    )
     p.add_argument(
         "--drop-unmapped",
         action="store_true",

@@ -1217,7 +1217,7 @@ def _cmd_audit_stats(args: argparse.Namespace) -> int:
     out.write(f"{name}: {total:,} events{span}\n")
     out.write(
         f"  allowed {allowed:,}, denied {denied:,}, monitored (would-be denials) {monitored:,}; "
-        f"{len(subjects):,} distinct subject references\n"
+        f"{len(subjects):,} distinct subject reference{'' if len(subjects) == 1 else 's'}\n"
     )
     for title, counter in (("reason", reasons), ("purpose", purposes), ("actor", actors)):
         if counter:

@@ -89,6 +89,9 @@ created = "identity"
 
 HEADER = "name,email,phone,purpose,created\n"
 
+#: The key of the hash-chained audit files the tests write (``--audit``).
+AUDIT_KEY = "test-audit-key-of-at-least-16-bytes"
+
 
 class Run:
     """The outcome of one ``main([...])`` call."""
@@ -639,8 +642,11 @@ def test_utf8_bom_and_semicolons_are_kept(cli: Any, work: Path) -> None:
     )
 
 
-def test_a_late_byte_that_is_not_utf8_leaves_no_output(cli: Any, work: Path) -> None:
+def test_a_late_byte_that_is_not_utf8_leaves_no_output(
+    cli: Any, work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A byte past the first MiB that breaks UTF-8 fails cleanly: exit 1, nothing left behind."""
+    monkeypatch.setenv("PURPOSELIMIT_AUDIT_KEY", AUDIT_KEY)
     body = "A,a@x.example,1,prospection.email,2025-06-01\n" * 30_000
     src = work / "leads.csv"
     src.write_bytes(
@@ -653,6 +659,7 @@ def test_a_late_byte_that_is_not_utf8_leaves_no_output(cli: Any, work: Path) -> 
     assert not (work / "out.csv").exists()
     assert not (work / "r.json").exists()
     assert not (work / "a.jsonl").exists()
+    assert not (work / "a.jsonl.head").exists()
     assert no_leftovers(work)
 
 
@@ -786,25 +793,46 @@ def test_bad_event_file_is_bad_input(cli: Any, work: Path) -> None:
 
 
 def test_audit_events(cli: Any, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """--audit appends a run event and one event per excluded row: ids and pseudonyms only."""
+    """--audit appends chained entries: the kept rows per outcome, each excessive column and
+    each excluded row, with the run id of the report; ids and pseudonyms only."""
     monkeypatch.setenv("PURPOSELIMIT_PSEUDONYM_KEY", "test-key-of-16-bytes")
+    monkeypatch.setenv("PURPOSELIMIT_AUDIT_KEY", AUDIT_KEY)
     src = leads(
         work,
         "Jane,jane@x.example,+33 6,prospection.email,2025-06-01\n"
         "Bob,bob@x.example,+33 7,prospection.email,2019-06-01\n",
     )
-    (work / "a.jsonl").write_text('{"event": "earlier"}\n', encoding="utf-8")
     run = cli(*filter_args(work, src, "--audit", work / "a.jsonl", "--report", work / "r.json"))
-    assert run.code == 0
-    events = [
+    assert run.code == 0, run
+    assert f"audit     {work / 'a.jsonl'} (3 chained entries appended, seq 1 to 3)" in run.out
+    entries = [
         json.loads(line) for line in (work / "a.jsonl").read_text(encoding="utf-8").splitlines()
     ]
-    assert [e["event"] for e in events] == ["earlier", "filter.run", "filter.row-excluded"]
-    run_event, row_event = events[1], events[2]
-    assert run_event["rows"] == {"read": 2, "kept": 1, "excluded": 1}
-    assert run_event["register_version"] == "t-1"
-    assert row_event["run"] == run_event["run"] == report_of(work / "r.json")["run"]
-    assert (row_event["line"], row_event["reason"]) == (3, "retention-expired")
+    assert [e["seq"] for e in entries] == [1, 2, 3]
+    kept, column, row = entries
+    run_ref = f"run:{report_of(work / 'r.json')['run']}"
+    assert (kept["record_type"], kept["field"], kept["reason"], kept["allowed"]) == (
+        "lead-file",
+        "rows=1",
+        "same-purpose",
+        True,
+    )
+    assert kept["subject_ref"] == column["subject_ref"] == run_ref
+    assert (column["field"], column["category"], column["reason"]) == (
+        "phone",
+        "contact.phone",
+        "excessive",
+    )
+    assert (row["record_type"], row["field"], row["reason"], row["allowed"]) == (
+        "lead-row",
+        "line=3",
+        "retention-expired",
+        False,
+    )
+    assert row["subject_ref"].startswith("ps-")
+    assert {e["register_version"] for e in entries} == {"t-1"}
+    assert {e["collected_for"] for e in entries} == {None}  # a column: one per row
+    assert {e["actor"] for e in entries} == {"purposelimit filter"}
     text = (work / "a.jsonl").read_text(encoding="utf-8")
     for value in ("jane", "bob", "Jane", "+33"):
         assert value not in text
@@ -1396,3 +1424,250 @@ def test_a_file_whose_every_column_is_excessive_is_bad_input(cli: Any, work: Pat
     assert "nothing can be decided or kept" in run.err
     assert "0601020304" not in run.err
     assert not (work / "out.csv").exists()
+
+
+# --------------------------------------------------------------------------- filter --audit:
+# --------------------------------------------------------------------------- the hash chain
+#
+# `filter --audit FILE` appends to the keyed hash chain of JsonLinesAuditSink (key from
+# PURPOSELIMIT_AUDIT_KEY), the format `purposelimit audit verify|tail|stats` reads.
+
+
+def sample_filter(folder: Path, *extra: str | Path) -> list[str | Path]:
+    """The README's run on the Salesforce-style sample, writing into *folder*."""
+    return [
+        "filter",
+        SALESFORCE,
+        "--preset",
+        "cnil-commercial",
+        "--purpose",
+        "prospection.email_b2b",
+        "--mapping",
+        SALESFORCE_MAP,
+        "--objections",
+        EXAMPLES / "objections.csv",
+        "--suppression",
+        EXAMPLES / "suppression.txt",
+        "--at",
+        "2026-03-01",
+        "--out",
+        folder / "usable.csv",
+        *extra,
+    ]
+
+
+@pytest.fixture
+def audit_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """PURPOSELIMIT_AUDIT_KEY set to the tests' audit key."""
+    monkeypatch.setenv("PURPOSELIMIT_AUDIT_KEY", AUDIT_KEY)
+    return AUDIT_KEY
+
+
+def audit_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_filter_audit_is_verified_tailed_and_summarised(
+    cli: Any, tmp_path: Path, audit_key: str
+) -> None:
+    """A filter run's --audit file passes `audit verify` (exit 0) and `audit stats`/`tail` read
+    it: one entry for the kept rows, one per excessive column, one per excluded row."""
+    audit = tmp_path / "audit.jsonl"
+    run = cli(*sample_filter(tmp_path, "--audit", audit))
+    assert run.code == 0, run
+    assert f"audit     {audit} (8 chained entries appended, seq 1 to 8)" in run.out
+    assert (tmp_path / "audit.jsonl.head").exists()
+
+    verify = cli("audit", "verify", audit)
+    assert verify.code == 0, verify
+    assert verify.out == f"{audit}: OK: 8 entries, head at seq 8\n"
+
+    stats = cli("audit", "stats", audit, "--format", "json")
+    assert stats.code == 0, stats
+    summary = json.loads(stats.out)
+    assert (summary["events"], summary["allowed"], summary["denied"]) == (8, 1, 7)
+    assert summary["by_reason"] == {"objection": 4, "excessive": 3, "same-purpose": 1}
+    assert summary["by_purpose"] == {"prospection.email_b2b": 8}
+    assert summary["by_actor"] == {"purposelimit filter": 8}
+
+    tail = cli("audit", "tail", audit, "-n", "4", "--format", "json")
+    assert tail.code == 0, tail
+    rows = [json.loads(line) for line in tail.out.splitlines()]
+    assert [r["seq"] for r in rows] == [5, 6, 7, 8]
+    assert {(r["record_type"], r["reason"], r["allowed"]) for r in rows} == {
+        ("lead-row", "objection", False)
+    }
+    assert all(r["subject_ref"].startswith("ps-") for r in rows)
+    text_tail = cli("audit", "tail", audit, "-n", "8")
+    assert "lead-file.rows=36 (*)" in text_tail.out
+    assert "lead-file.Phone (contact.phone)" in text_tail.out
+    assert "lead-row.line=4 (*)" in text_tail.out
+
+    written = audit.read_text(encoding="utf-8")
+    assert "@" not in written  # no e-mail address: subjects are keyed pseudonyms
+    for cell in ("Patel", "emma", "Corex"):
+        assert cell not in written
+
+
+def test_two_filter_runs_continue_one_chain(cli: Any, tmp_path: Path, audit_key: str) -> None:
+    """A second run on the same --audit file continues its chain: seq follows on, the first new
+    entry chains to the last old one, and the whole file still verifies."""
+    audit = tmp_path / "audit.jsonl"
+    assert cli(*sample_filter(tmp_path, "--audit", audit)).code == 0
+    second = cli(*sample_filter(tmp_path, "--audit", audit, "--actor", "campaign-2"))
+    assert second.code == 0, second
+    assert "(8 chained entries appended, seq 9 to 16)" in second.out
+    entries = audit_lines(audit)
+    assert [e["seq"] for e in entries] == list(range(1, 17))
+    assert entries[8]["prev"] == entries[7]["mac"]
+    assert entries[0]["subject_ref"] != entries[8]["subject_ref"]  # two runs, two run ids
+    assert {e["actor"] for e in entries[8:]} == {"campaign-2"}
+    verify = cli("audit", "verify", audit)
+    assert verify.code == 0, verify
+    assert verify.out == f"{audit}: OK: 16 entries, head at seq 16\n"
+    stats = json.loads(cli("audit", "stats", audit, "--format", "json").out)
+    assert stats["by_actor"] == {"purposelimit filter": 8, "campaign-2": 8}
+
+
+def test_a_tampered_filter_audit_fails_verification(
+    cli: Any, tmp_path: Path, audit_key: str
+) -> None:
+    """Editing one entry (an exclusion turned into an allowed row) makes `audit verify` fail
+    with exit 1, naming the line; a later filter run refuses to extend a chain whose last
+    entry was edited, and writes no output."""
+    audit = tmp_path / "audit.jsonl"
+    assert cli(*sample_filter(tmp_path, "--audit", audit)).code == 0
+    original = audit.read_text(encoding="utf-8").splitlines()
+
+    def forge(index: int) -> bytes:
+        lines = list(original)
+        forged = json.loads(lines[index]) | {"allowed": True, "reason": "same-purpose"}
+        lines[index] = json.dumps(forged, separators=(",", ":"))
+        audit.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return audit.read_bytes()
+
+    forge(5)
+    verify = cli("audit", "verify", audit)
+    assert verify.code == 1, verify
+    assert "FAILED: line 6 (seq 6): edited" in verify.out
+
+    before = forge(7)  # the last entry: the one a new run would chain to
+    assert cli("audit", "verify", audit).code == 1
+    (tmp_path / "usable.csv").unlink()
+    again = cli(*sample_filter(tmp_path, "--audit", audit))
+    assert again.code == 1, again
+    assert again.err.startswith(f"purposelimit filter: error: {audit}: its last line does not")
+    assert audit.read_bytes() == before
+    assert not (tmp_path / "usable.csv").exists()
+
+
+def test_filter_audit_without_a_key_writes_nothing(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without PURPOSELIMIT_AUDIT_KEY (or with a key too short), --audit is a usage error
+    (exit 2) naming the variable, and neither the output, the report nor the audit file is
+    written; --audit-key-env names another variable, which `audit verify --key-env` reads."""
+    monkeypatch.delenv("PURPOSELIMIT_AUDIT_KEY", raising=False)
+    audit = tmp_path / "audit.jsonl"
+    run = cli(*sample_filter(tmp_path, "--audit", audit, "--report", tmp_path / "r.json"))
+    assert run.code == 2, run
+    assert run.err == (
+        "purposelimit filter: error: --audit: the environment variable PURPOSELIMIT_AUDIT_KEY "
+        "is not set: put the audit key in it (at least 16 bytes); or name another variable "
+        "with --audit-key-env\n"
+    )
+    assert run.out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+    monkeypatch.setenv("PURPOSELIMIT_AUDIT_KEY", "short")
+    short = cli(*sample_filter(tmp_path, "--audit", audit))
+    assert short.code == 2, short
+    assert "PURPOSELIMIT_AUDIT_KEY must hold at least 16 bytes" in short.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+    monkeypatch.setenv("CAMPAIGN_AUDIT_KEY", AUDIT_KEY)
+    named = cli(*sample_filter(tmp_path, "--audit", audit, "--audit-key-env", "CAMPAIGN_AUDIT_KEY"))
+    assert named.code == 0, named
+    verify = cli("audit", "verify", audit, "--key-env", "CAMPAIGN_AUDIT_KEY")
+    assert verify.code == 0, verify
+
+
+def test_filter_audit_refuses_a_plain_json_lines_file(
+    cli: Any, tmp_path: Path, audit_key: str
+) -> None:
+    """An existing --audit file in the old plain JSON Lines format is refused (exit 1, the file
+    named), left byte for byte as it was, and no output, head or chain entry is written."""
+    audit = tmp_path / "old-audit.jsonl"
+    plain = b'{"event": "filter.run", "run": "0f3a", "purpose": "prospection.email_b2b"}\n'
+    audit.write_bytes(plain)
+    run = cli(*sample_filter(tmp_path, "--audit", audit, "--report", tmp_path / "r.json"))
+    assert run.code == 1, run
+    assert run.err.startswith(
+        f"purposelimit filter: error: {audit}: not a hash-chained audit file (plain JSON Lines"
+    )
+    assert audit.read_bytes() == plain
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old-audit.jsonl"]
+
+
+def test_filter_audit_with_another_key_leaves_the_chain_alone(
+    cli: Any, tmp_path: Path, audit_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Continuing a chain with a key it was not written with is refused before the run
+    (exit 1): the chain and the earlier output are left as they were."""
+    audit = tmp_path / "audit.jsonl"
+    assert cli(*sample_filter(tmp_path, "--audit", audit)).code == 0
+    before = audit.read_bytes(), (tmp_path / "usable.csv").read_bytes()
+    monkeypatch.setenv("PURPOSELIMIT_AUDIT_KEY", "another-key-of-16-bytes-or-more")
+    run = cli(*sample_filter(tmp_path, "--audit", audit))
+    assert run.code == 1, run
+    assert f"{audit}: the head file does not verify with this key" in run.err
+    assert (audit.read_bytes(), (tmp_path / "usable.csv").read_bytes()) == before
+    monkeypatch.setenv("PURPOSELIMIT_AUDIT_KEY", audit_key)
+    assert cli("audit", "verify", audit).code == 0
+
+
+def test_filter_audit_leaves_invalid_rows_to_the_report(
+    cli: Any, tmp_path: Path, audit_key: str
+) -> None:
+    """The Mautic sample's four invalid rows (no e-mail address) are not chained: nothing was
+    decided for them, and the chain holds only the engine's reason codes; the report lists
+    them. The chain reads back with `audit stats`."""
+    audit = tmp_path / "audit.jsonl"
+    report = tmp_path / "report.json"
+    run = cli(
+        "filter",
+        MAUTIC,
+        "--preset",
+        "cnil-commercial",
+        "--purpose",
+        "prospection.postal",
+        "--mapping",
+        MAUTIC_MAP,
+        "--at",
+        "2026-03-01",
+        "--out",
+        tmp_path / "postal.csv",
+        "--report",
+        report,
+        "--audit",
+        audit,
+    )
+    assert run.code == 0, run
+    entries = audit_lines(audit)
+    assert [e for e in entries if e["record_type"] == "lead-row"] == []
+    assert {e["collected_for"] for e in entries} == {"client.contract"}
+    assert [r["reason"] for r in json.loads(report.read_text())["excluded"]] == ["invalid-row"] * 4
+    stats = json.loads(cli("audit", "stats", audit, "--format", "json").out)
+    assert stats["by_reason"] == {"excessive": 7, "compatible": 1}
+    assert cli("audit", "verify", audit).code == 0
+
+
+def test_filter_audit_must_not_be_the_output_or_the_report(
+    cli: Any, tmp_path: Path, audit_key: str
+) -> None:
+    """--audit naming the output or the report file is a usage error (exit 2), nothing written."""
+    for same in (tmp_path / "usable.csv", tmp_path / "r.json"):
+        run = cli(*sample_filter(tmp_path, "--report", tmp_path / "r.json", "--audit", same))
+        assert run.code == 2, run
+        assert "the audit file must differ from the lead, output and report files" in run.err
+        assert list(tmp_path.iterdir()) == []

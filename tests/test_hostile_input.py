@@ -1140,19 +1140,24 @@ def test_an_output_in_a_missing_folder_creates_nothing(
 
 
 def test_the_audit_file_is_appended_where_it_is_named(
-    tmp_path: Path, temp_folders: list[str], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    temp_folders: list[str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """--audit appends to the file it names (through "..", as resolved), with no temporary
-    file: the folder it names gains that one file."""
+    """--audit appends to the chained file it names (through "..", as resolved), with no
+    temporary file: the folder it names gains that file, its head and its lock only."""
+    monkeypatch.setenv("PURPOSELIMIT_AUDIT_KEY", "k" * 32)
     (tmp_path / "logs").mkdir()
     (tmp_path / "out").mkdir()
     args = filter_command(tmp_path, "--out", str(tmp_path / "out" / "usable.csv"))
     args += ["--audit", str(tmp_path / "out" / ".." / "logs" / "audit.jsonl")]
     assert main(args) == 0
     assert main(args) == 0
-    assert listing(tmp_path / "logs") == ["audit.jsonl"]
+    assert listing(tmp_path / "logs") == ["audit.jsonl", "audit.jsonl.head", "audit.jsonl.lock"]
     lines = (tmp_path / "logs" / "audit.jsonl").read_text(encoding="utf-8").splitlines()
-    assert [json.loads(line)["event"] for line in lines].count("filter.run") == 2
+    runs = {json.loads(line)["subject_ref"] for line in lines}
+    assert len({ref for ref in runs if ref.startswith("run:")}) == 2
     assert set(temp_folders) == {str((tmp_path / "out").resolve())}
 
 

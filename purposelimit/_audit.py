@@ -273,8 +273,8 @@ class FieldSource(Protocol):
 #: A memoised decision as the read path keeps it: (binding: the processing
 #: purpose's key in its engine's runtime, valid-from timestamp, valid-until
 #: timestamp, store version, allowed, decision, subject id, collection
-#: purpose). Timestamps are POSIX seconds (floats).
-Memo = tuple[object, float, float, "int | None", bool, Decision, str, str]
+#: purpose, the field's guard that made it). Timestamps are POSIX seconds (floats).
+Memo = tuple[object, float, float, "int | None", bool, Decision, str, str, object]
 
 #: One read as the read path records it: (reader, field, memo, timestamp).
 RawEntry = tuple[ReadSource, FieldSource, Memo, float]

@@ -60,7 +60,8 @@ _DECISION_CACHE = 4096
 def _load_speedups() -> Any:
     """The compiled read path (``purposelimit._speedups``), or ``None``.
 
-    ``None`` when it was not built (no C compiler at install time) or when the
+    ``None`` when it was not built (no C compiler at install time), in a
+    sub-interpreter (its state is the main interpreter's), or when the
     environment variable ``PURPOSELIMIT_PURE_PYTHON`` is set to anything but
     ``""`` or ``"0"``; the pure-Python read path, the reference, is used then.
     """
@@ -70,7 +71,7 @@ def _load_speedups() -> Any:
         from . import _speedups
     except ImportError:
         return None
-    return _speedups
+    return _speedups if _speedups.in_main_interpreter() else None
 
 
 #: The compiled read path, or ``None`` where the pure-Python one runs.
@@ -507,6 +508,17 @@ def _close(active: Active, error: BaseException | None) -> None:
         error.add_note(f"purposelimit: the audit could not be written either: {audit_error}")
 
 
+def _new_processing(
+    purpose: str,
+    actor: str,
+    engine: Engine | None,
+    mode: Mode | None,
+    clock: Callable[[], datetime] | None,
+) -> processing:
+    """Rebuild a ``processing`` object from its arguments (copies and pickles share nothing)."""
+    return processing(purpose, actor=actor, engine=engine, mode=mode, clock=clock)
+
+
 def _refuse_exit(block: object) -> NoReturn:
     """Raise for a block exited while another one is active (exits go in reverse order)."""
     raise RuntimeError(
@@ -657,6 +669,17 @@ class processing(_BlockBase):  # noqa: N801 - a lower-case name, like contextlib
     def __repr__(self) -> str:
         return f"processing({self.purpose!r}, actor={self.actor!r}, mode={self.mode!r})"
 
+    def __copy__(self) -> processing:
+        """A new block with the same arguments (engine and clock shared), prepared anew."""
+        return _new_processing(self.purpose, self.actor, self._engine, self._mode, self.clock)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> processing:
+        """As :meth:`__copy__`: the engine is configuration, shared, and nothing prepared is."""
+        return self.__copy__()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_new_processing, (self.purpose, self.actor, self._engine, self._mode, self.clock))
+
     def _activate(self) -> Active:
         """The Active of an entry from outside any block (``previous`` is ``None``).
 
@@ -748,4 +771,6 @@ class processing(_BlockBase):  # noqa: N801 - a lower-case name, like contextlib
 
 
 if SPEEDUPS is not None:
-    SPEEDUPS.configure_blocks(_CURRENT, Active, EPOCH, _close, _refuse_exit)
+    SPEEDUPS.configure_blocks(
+        _CURRENT, Active, EPOCH, _close, _refuse_exit, _PyBlock.__enter__, _PyBlock.__exit__
+    )

@@ -267,7 +267,7 @@ def _check_instant(_inst: object, attribute: attrs.Attribute[Any], value: object
 
 _current_get = _CURRENT.get
 #: The memo of a field nothing is memoised for: its binding is no block's.
-_NO_MEMO: Memo = (object(), math.inf, -math.inf, None, False, None, "", "")  # type: ignore[assignment]  # a placeholder, never audited
+_NO_MEMO: Memo = (object(), math.inf, -math.inf, None, False, None, "", "", None)  # type: ignore[assignment]  # a placeholder, never audited
 _CONSTRUCTING: contextvars.ContextVar[object] = contextvars.ContextVar(
     "purposelimit_constructing", default=None
 )
@@ -300,12 +300,16 @@ class _PyGuard:
         # or the list is short), an access on the class (obj is None) — raises
         # AttributeError or IndexError here and takes the full path, _read; a
         # full buffer and monitor mode end in _settle.
+        # A memo is its field's (memo[8] is the guard that made it): after an
+        # ``obj.__class__`` swap another field may sit at the same index.
+        # _read runs outside the except clause, so that an exception it raises
+        # keeps the caller's in-flight exception, not this lookup's, as context.
         active: Active = _current_get()  # type: ignore[assignment]  # None fails in the try
         try:
             memo = obj.field_tags.memo[self.index]
-            fresh = memo[0] is active.binding
+            fresh = memo[0] is active.binding and memo[8] is self
         except (AttributeError, IndexError):
-            return _read(self, obj, objtype, active)  # type: ignore[arg-type]  # a _Guard
+            fresh = False
         if fresh:
             # Callables kept in slots are fetched, then called: `active.now()` would
             # compile to a method lookup CPython 3.11 cannot specialise for a slot.
@@ -385,6 +389,7 @@ def _read(guard: _Guard, obj: Any, objtype: Any, active: Active | None) -> Any:
     memo = memos[index] if index < len(memos) else _NO_MEMO
     if (
         memo[0] is not binding
+        or memo[8] is not guard
         or not (memo[1] <= stamp < memo[2])
         or version is None
         or memo[3] != version
@@ -462,6 +467,7 @@ def _decide(
         decision,
         subject,
         collected_for,
+        guard,
     )
 
 
@@ -520,7 +526,7 @@ def _read_unbound(guard: _Guard, obj: Any, objtype: Any) -> Any:
     subject, collected_for, *_ = _tag_parts(guard, obj, obj.field_tags)
     decision = Decision.combine(None, collected_for, (_no_purpose(guard.category),))
     stamp = instant.timestamp()
-    memo: Memo = (None, stamp, stamp, None, False, decision, subject, collected_for)
+    memo: Memo = (None, stamp, stamp, None, False, decision, subject, collected_for, guard)
     audit._append((_Unbound(mode, register), guard, memo, stamp))
     if mode == "monitor":
         return guard._get(obj, objtype)
@@ -669,7 +675,7 @@ def unguarded(record: object, field: str, *, actor: str, reason: str) -> Any:
         register = runtime.register
     part = attrs.evolve(part, rule=f"unguarded:{reason}")
     decision = Decision.combine(purpose, collected_for, (part,))
-    memo: Memo = (None, stamp, stamp, None, part.allowed, decision, subject, collected_for)
+    memo: Memo = (None, stamp, stamp, None, part.allowed, decision, subject, collected_for, guard)
     audit._append((_Hatch(actor, purpose, mode, register), guard, memo, stamp))
     audit.flush()  # recorded before the value leaves: AuditError when it cannot be
     return guard._get(obj, type(obj))

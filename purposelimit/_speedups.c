@@ -7,19 +7,27 @@
  *   Guard  <->  purposelimit._records._PyGuard  (a personal field's descriptor)
  *   Block  <->  purposelimit._context._PyBlock  (processing's __enter__/__exit__)
  *
- * Guard.__get__ completes in C only the memoised, allowed read: a decision
- * memoised on the record for the active block's binding, allowed, valid now
- * and for the store's current version. It then audits the read exactly as the
- * Python code does (four items appended to the audit buffer, ENTRY_ITEMS) and
- * returns the slot's value. Every other case (no block, no memo, a denial, an
- * access on the class, an unexpected type) is handed to the Python reference
- * before any side effect, so both implementations decide, audit and raise
- * alike. Past the clock call, a stale memo goes to the Python `_read` and a
- * full buffer to `_settle`, as in the Python code.
+ * Guard.__get__ completes in C only the memoised read: a decision memoised on
+ * the record, for this field (memo[8] is the guard) and the active block's
+ * binding, valid now and for the store's current version. It audits the read
+ * exactly as the Python code does (the four items of an entry, ENTRY_ITEMS,
+ * appended to the audit buffer all or none), then returns the slot's value or,
+ * for a denial in enforce mode, raises the ProcessingDenied the Python
+ * `_denial` would (the details it kept for this memo; `_denial` itself when
+ * there are none yet). Every other case (no block, no memo, an access on the
+ * class, an unexpected type) is handed to the Python reference before any side
+ * effect, so both implementations decide, audit and raise alike. Past the
+ * clock call, a stale memo goes to the Python `_read`, and a full buffer or
+ * monitor mode to `_settle`, as in the Python code.
  *
  * Block.__enter__/__exit__ do what _PyBlock's do: reuse the prepared Active
  * (or ask the Python `_activate`/`_under` for one), set or reset the ContextVar,
- * and hand a non-empty audit buffer to the Python `_close`.
+ * and hand a non-empty audit buffer to the Python `_close`; anything but an
+ * exact Active goes to _PyBlock's own methods.
+ *
+ * The state below is the main interpreter's: the module refuses to configure
+ * itself in a sub-interpreter (single-phase init, static state), where
+ * purposelimit then runs the pure-Python read path.
  *
  * The slots of the Python classes involved (Active, _Extra, Epoch, the record
  * class's `field_tags`) are read at the offsets of their member descriptors,
@@ -41,6 +49,8 @@ static PyObject *epoch = NULL; /* purposelimit._engine.EPOCH */
 static Py_ssize_t ep_current;
 static PyObject *py_close = NULL;       /* _close(active, error) */
 static PyObject *py_refuse_exit = NULL; /* _refuse_exit(block): raises RuntimeError */
+static PyObject *py_enter = NULL;       /* _PyBlock.__enter__ */
+static PyObject *py_exit = NULL;        /* _PyBlock.__exit__ */
 
 /* Set by configure_guards(). */
 static PyTypeObject *extra_type = NULL; /* purposelimit._records._Extra */
@@ -52,6 +62,7 @@ static PyObject *py_settle = NULL; /* _settle(guard, obj, objtype, active, memo)
 static PyObject *py_denial = NULL; /* _denial(guard, memo, audit, extra) -> ProcessingDenied */
 
 static PyObject *empty_tuple;
+static PyObject *str_extend;
 static PyObject *str_version, *str_limit, *str_activate, *str_under, *str_field_tags;
 
 /* The offset of the slot *name* of class *cls* (a member descriptor of an object slot). */
@@ -64,6 +75,12 @@ slot_offset(PyObject *cls, PyObject *name, Py_ssize_t *offset)
     }
     if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
         PyErr_Format(PyExc_TypeError, "%R.%U is not a slot", cls, name);
+        Py_DECREF(descr);
+        return -1;
+    }
+    if (PyType_Check(cls) &&
+        !PyType_IsSubtype((PyTypeObject *)cls, ((PyDescrObject *)descr)->d_type)) {
+        PyErr_Format(PyExc_TypeError, "%R.%U is another class's slot", cls, name);
         Py_DECREF(descr);
         return -1;
     }
@@ -90,12 +107,32 @@ slot_offset_str(PyObject *cls, const char *name, Py_ssize_t *offset)
     return result;
 }
 
-static PyObject *
-configure_blocks(PyObject *module, PyObject *args)
+static int
+main_interpreter(void)
 {
-    PyObject *var, *active, *epoch_obj, *close, *refuse;
-    if (!PyArg_ParseTuple(args, "O!O!OOO:configure_blocks", &PyContextVar_Type, &var,
-                          &PyType_Type, &active, &epoch_obj, &close, &refuse)) {
+    if (PyInterpreterState_Get() != PyInterpreterState_Main()) {
+        PyErr_SetString(PyExc_ImportError,
+                        "purposelimit._speedups runs in the main interpreter only");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *
+in_main_interpreter(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
+{
+    return PyBool_FromLong(PyInterpreterState_Get() == PyInterpreterState_Main());
+}
+
+static PyObject *
+configure_blocks(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *var, *active, *epoch_obj, *close, *refuse, *enter, *exit;
+    if (!main_interpreter()) {
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!O!OOOOO:configure_blocks", &PyContextVar_Type, &var,
+                          &PyType_Type, &active, &epoch_obj, &close, &refuse, &enter, &exit)) {
         return NULL;
     }
     Py_ssize_t offsets[10];
@@ -126,13 +163,18 @@ configure_blocks(PyObject *module, PyObject *args)
     Py_XSETREF(epoch, Py_NewRef(epoch_obj));
     Py_XSETREF(py_close, Py_NewRef(close));
     Py_XSETREF(py_refuse_exit, Py_NewRef(refuse));
+    Py_XSETREF(py_enter, Py_NewRef(enter));
+    Py_XSETREF(py_exit, Py_NewRef(exit));
     Py_RETURN_NONE;
 }
 
 static PyObject *
-configure_guards(PyObject *module, PyObject *args)
+configure_guards(PyObject *Py_UNUSED(module), PyObject *args)
 {
     PyObject *extra, *get, *read, *settle, *denial, *denied;
+    if (!main_interpreter()) {
+        return NULL;
+    }
     if (!PyArg_ParseTuple(args, "O!OOOOO!:configure_guards", &PyType_Type, &extra, &get, &read,
                           &settle, &denial, &PyType_Type, &denied)) {
         return NULL;
@@ -185,9 +227,9 @@ static int
 guard_clear(PyObject *op)
 {
     GuardObject *self = (GuardObject *)op;
+    Py_CLEAR(self->owner); /* first: an unbound guard always takes the Python path */
     self->member_get = NULL;
     Py_CLEAR(self->member);
-    Py_CLEAR(self->owner);
     return 0;
 }
 
@@ -225,78 +267,139 @@ guard_monitor(PyObject *active)
 
 /* Raise the denial of a memoised denied read, as _denial() makes it: its args are
    the ones kept for this memo in the record's _Extra.denials, else _denial() makes
-   (and keeps) them. */
+   (and keeps) them. *extra_offset* is the offset the read started with. */
 static void
-guard_deny(PyObject *op, PyObject *obj, PyObject *active, PyObject *memo)
+guard_deny(PyObject *op, PyObject *obj, Py_ssize_t extra_offset, PyObject *active, PyObject *memo)
 {
     GuardObject *self = (GuardObject *)op;
-    PyObject *extra = SLOT(obj, self->extra_offset);
-    PyObject *args = NULL;
-    if (extra != NULL && Py_IS_TYPE(extra, extra_type)) {
+    PyObject *extra = SLOT(obj, extra_offset);
+    if (extra == NULL) {
+        /* Deleted meanwhile: the AttributeError Python's `obj.field_tags` raises. */
+        extra = PyObject_GetAttr(obj, str_field_tags);
+        Py_XDECREF(extra);
+        return;
+    }
+    Py_INCREF(extra);
+    PyObject *args = NULL, *error = NULL;
+    if (Py_IS_TYPE(extra, extra_type)) {
         PyObject *denials = SLOT(extra, e_denials);
         if (denials != NULL && PyDict_CheckExact(denials)) {
             PyObject *key = PyLong_FromSsize_t(self->index);
             if (key == NULL) {
-                return;
+                goto done;
             }
             PyObject *hit = PyDict_GetItemWithError(denials, key); /* borrowed */
             Py_DECREF(key);
             if (hit == NULL && PyErr_Occurred()) {
-                return;
+                goto done;
             }
             if (hit != NULL && PyTuple_CheckExact(hit) && PyTuple_GET_SIZE(hit) == 2 &&
                 PyTuple_GET_ITEM(hit, 0) == memo && PyTuple_CheckExact(PyTuple_GET_ITEM(hit, 1))) {
-                args = PyTuple_GET_ITEM(hit, 1);
+                args = Py_NewRef(PyTuple_GET_ITEM(hit, 1));
             }
         }
     }
-    PyObject *error;
     if (args != NULL) {
         /* As _denial(): ProcessingDenied.__new__ (no __init__), then the shared args. */
         error = denied_type->tp_new(denied_type, empty_tuple, NULL);
-        if (error == NULL) {
-            return;
+        if (error != NULL) {
+            Py_XSETREF(((PyBaseExceptionObject *)error)->args, args);
+            args = NULL;
         }
-        Py_XSETREF(((PyBaseExceptionObject *)error)->args, Py_NewRef(args));
     }
     else {
         PyObject *audit = SLOT(active, a_audit);
-        error = PyObject_CallFunctionObjArgs(py_denial, op, memo, audit ? audit : Py_None,
-                                             extra ? extra : Py_None, NULL);
+        error = PyObject_CallFunctionObjArgs(py_denial, op, memo, audit ? audit : Py_None, extra,
+                                             NULL);
     }
     if (error != NULL) {
         PyErr_SetObject((PyObject *)Py_TYPE(error), error);
-        Py_DECREF(error);
     }
+done:
+    Py_XDECREF(args);
+    Py_XDECREF(error);
+    Py_DECREF(extra);
+}
+
+/* memo[3] == version, as Python's `==` (no identity shortcut but for exact ints). */
+static int
+same_version(PyObject *expected, PyObject *version)
+{
+    if (PyLong_CheckExact(expected) && PyLong_CheckExact(version)) {
+        return PyObject_RichCompareBool(expected, version, Py_EQ);
+    }
+    PyObject *equal = PyObject_RichCompare(expected, version, Py_EQ);
+    if (equal == NULL) {
+        return -1;
+    }
+    int truth = PyObject_IsTrue(equal);
+    Py_DECREF(equal);
+    return truth;
+}
+
+/* Append the four items of a read's audit entry: all of them, or none. */
+static int
+audit_entry(PyObject *buffer, PyObject *active, PyObject *guard, PyObject *memo, PyObject *now)
+{
+    if (!PyList_CheckExact(buffer)) {
+        PyObject *entry = PyTuple_Pack(4, active, guard, memo, now);
+        if (entry == NULL) {
+            return -1;
+        }
+        PyObject *done = PyObject_CallMethodOneArg(buffer, str_extend, entry);
+        Py_DECREF(entry);
+        Py_XDECREF(done);
+        return done == NULL ? -1 : 0;
+    }
+    Py_ssize_t before = PyList_GET_SIZE(buffer);
+    if (PyList_Append(buffer, active) < 0 || PyList_Append(buffer, guard) < 0 ||
+        PyList_Append(buffer, memo) < 0 || PyList_Append(buffer, now) < 0) {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        if (PyList_GET_SIZE(buffer) > before) {
+            (void)PyList_SetSlice(buffer, before, PyList_GET_SIZE(buffer), NULL);
+        }
+        PyErr_Restore(type, value, traceback);
+        return -1;
+    }
+    return 0;
 }
 
 static PyObject *
 guard_get(PyObject *op, PyObject *obj, PyObject *type)
 {
     GuardObject *self = (GuardObject *)op;
-    if (obj == NULL || obj == Py_None || self->owner == NULL || py_get == NULL ||
-        !PyObject_TypeCheck(obj, (PyTypeObject *)self->owner)) {
+    PyObject *owner = self->owner;
+    if (obj == NULL || obj == Py_None || owner == NULL || self->member_get == NULL ||
+        py_get == NULL || !PyObject_TypeCheck(obj, (PyTypeObject *)owner)) {
         return guard_python(op, obj, type);
     }
+    /* What the read starts with stays valid whatever Python code called from here does. */
+    Py_ssize_t extra_offset = self->extra_offset, index = self->index;
+    PyObject *member = self->member;
+    descrgetfunc member_get = self->member_get;
     PyObject *active;
     if (PyContextVar_Get(current_var, Py_None, &active) < 0) {
         return NULL;
     }
-    PyObject *extra, *memos, *memo, *clock;
-    if (!Py_IS_TYPE(active, active_type) ||
-        (extra = SLOT(obj, self->extra_offset)) == NULL || !Py_IS_TYPE(extra, extra_type) ||
+    PyObject *extra, *memos, *memo, *allowed, *clock;
+    if (!Py_IS_TYPE(active, active_type) || index < 0 ||
+        (extra = SLOT(obj, extra_offset)) == NULL || !Py_IS_TYPE(extra, extra_type) ||
         (memos = SLOT(extra, e_memo)) == NULL || !PyList_CheckExact(memos) ||
-        self->index >= PyList_GET_SIZE(memos) ||
-        !PyTuple_CheckExact(memo = PyList_GET_ITEM(memos, self->index)) ||
-        PyTuple_GET_SIZE(memo) < 5 || PyTuple_GET_ITEM(memo, 0) != SLOT(active, a_binding) ||
-        (PyTuple_GET_ITEM(memo, 4) != Py_True && PyTuple_GET_ITEM(memo, 4) != Py_False) ||
+        index >= PyList_GET_SIZE(memos) ||
+        !PyTuple_CheckExact(memo = PyList_GET_ITEM(memos, index)) ||
+        PyTuple_GET_SIZE(memo) < 9 || PyTuple_GET_ITEM(memo, 0) != SLOT(active, a_binding) ||
+        PyTuple_GET_ITEM(memo, 8) != op ||
+        ((allowed = PyTuple_GET_ITEM(memo, 4)) != Py_True && allowed != Py_False) ||
         (clock = SLOT(active, a_now)) == NULL) {
         /* Not a memoised read: the Python reference takes it from the start. */
         Py_DECREF(active);
         return guard_python(op, obj, type);
     }
-    /* The memo, the clock and the store are held across calls into Python code. */
+    /* Held across calls into Python code (the clock, the store's version, the limit). */
     Py_INCREF(memo);
+    Py_INCREF(member);
+    Py_XINCREF(type);
     Py_INCREF(clock);
     PyObject *now = PyObject_CallNoArgs(clock);
     Py_DECREF(clock);
@@ -331,7 +434,7 @@ guard_get(PyObject *op, PyObject *obj, PyObject *type)
         if (version == NULL) {
             goto done;
         }
-        fresh = PyObject_RichCompareBool(PyTuple_GET_ITEM(memo, 3), version, Py_EQ);
+        fresh = same_version(PyTuple_GET_ITEM(memo, 3), version);
         if (fresh < 0) {
             goto done;
         }
@@ -341,20 +444,18 @@ guard_get(PyObject *op, PyObject *obj, PyObject *type)
                                               NULL);
         goto done;
     }
-    /* Audit the read: the four items of an entry (ENTRY_ITEMS), as buffer.extend would. */
     PyObject *buffer = SLOT(active, a_buffer);
-    if (buffer == NULL || !PyList_CheckExact(buffer)) {
-        PyErr_SetString(PyExc_TypeError, "the audit buffer must be a list");
+    if (buffer == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "buffer");
         goto done;
     }
     Py_INCREF(buffer);
-    if (PyList_Append(buffer, active) < 0 || PyList_Append(buffer, op) < 0 ||
-        PyList_Append(buffer, memo) < 0 || PyList_Append(buffer, now) < 0) {
-        Py_DECREF(buffer);
+    int audited = audit_entry(buffer, active, op, memo, now);
+    Py_ssize_t length = audited < 0 ? 0 : PyObject_Length(buffer);
+    Py_DECREF(buffer);
+    if (audited < 0 || length < 0) {
         goto done;
     }
-    Py_ssize_t length = PyList_GET_SIZE(buffer);
-    Py_DECREF(buffer);
     PyObject *audit = SLOT(active, a_audit);
     if (audit == NULL) {
         PyErr_SetString(PyExc_AttributeError, "audit");
@@ -381,8 +482,8 @@ guard_get(PyObject *op, PyObject *obj, PyObject *type)
     if (room < 0) {
         goto done;
     }
-    if (room && PyTuple_GET_ITEM(memo, 4) == Py_True) {
-        result = self->member_get(self->member, obj, type);
+    if (room && allowed == Py_True) {
+        result = member_get(member, obj, type);
         goto done;
     }
     if (room) {
@@ -392,7 +493,7 @@ guard_get(PyObject *op, PyObject *obj, PyObject *type)
             goto done;
         }
         if (!monitor) {
-            guard_deny(op, obj, active, memo);
+            guard_deny(op, obj, extra_offset, active, memo);
             goto done;
         }
     }
@@ -401,19 +502,21 @@ guard_get(PyObject *op, PyObject *obj, PyObject *type)
 done:
     Py_XDECREF(version);
     Py_XDECREF(now);
+    Py_XDECREF(type);
+    Py_DECREF(member);
     Py_DECREF(memo);
     Py_DECREF(active);
     return result;
 }
 
 static int
-guard_init(PyObject *op, PyObject *args, PyObject *kwargs)
+guard_init(PyObject *Py_UNUSED(op), PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwargs))
 {
     return 0; /* the Python subclass's __init__ sets _member and index */
 }
 
 static PyObject *
-guard_get_member(PyObject *op, void *closure)
+guard_get_member(PyObject *op, void *Py_UNUSED(closure))
 {
     GuardObject *self = (GuardObject *)op;
     if (self->member == NULL) {
@@ -424,11 +527,16 @@ guard_get_member(PyObject *op, void *closure)
 }
 
 static int
-guard_set_member(PyObject *op, PyObject *value, void *closure)
+guard_set_member(PyObject *op, PyObject *value, void *Py_UNUSED(closure))
 {
     GuardObject *self = (GuardObject *)op;
     if (value == NULL) {
         PyErr_SetString(PyExc_AttributeError, "_member cannot be deleted");
+        return -1;
+    }
+    if (self->member != NULL) {
+        /* Reads use the slot given first (as the Python `_get`): it is set once. */
+        PyErr_SetString(PyExc_AttributeError, "a guard's _member is set once");
         return -1;
     }
     descrgetfunc get = Py_TYPE(value)->tp_descr_get;
@@ -447,6 +555,10 @@ guard_bind(PyObject *op, PyObject *owner)
     GuardObject *self = (GuardObject *)op;
     if (!PyType_Check(owner)) {
         PyErr_SetString(PyExc_TypeError, "_bind() takes the record class");
+        return NULL;
+    }
+    if (self->owner != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "a guard is bound once, to its record class");
         return NULL;
     }
     Py_ssize_t offset;
@@ -469,7 +581,8 @@ static PyMemberDef guard_members[] = {
 };
 
 static PyMethodDef guard_methods[] = {
-    {"_bind", guard_bind, METH_O, "Bind the guard to the record class it is installed on."},
+    {"_bind", guard_bind, METH_O,
+     "_bind($self, owner, /)\n--\n\nBind the guard to the record class it is installed on."},
     {NULL},
 };
 
@@ -525,7 +638,7 @@ block_dealloc(PyObject *op)
 }
 
 static PyObject *
-block_enter(PyObject *op, PyObject *unused)
+block_enter(PyObject *op, PyObject *Py_UNUSED(unused))
 {
     BlockObject *self = (BlockObject *)op;
     if (current_var == NULL) {
@@ -533,7 +646,11 @@ block_enter(PyObject *op, PyObject *unused)
         return NULL;
     }
     PyObject *active, *previous, *cache = self->cache;
-    if (cache != NULL && PyTuple_CheckExact(cache) && PyTuple_GET_SIZE(cache) == 2 &&
+    if (cache == NULL || self->nested == NULL) {
+        /* Deleted: the Python reference raises the AttributeError. */
+        return PyObject_CallOneArg(py_enter, op);
+    }
+    if (PyTuple_CheckExact(cache) && PyTuple_GET_SIZE(cache) == 2 &&
         PyTuple_GET_ITEM(cache, 0) == SLOT(epoch, ep_current)) {
         active = Py_NewRef(PyTuple_GET_ITEM(cache, 1));
     }
@@ -543,13 +660,18 @@ block_enter(PyObject *op, PyObject *unused)
             return NULL;
         }
     }
+    if (!Py_IS_TYPE(active, active_type)) {
+        /* Something else than an exact Active: the Python reference enters. */
+        Py_DECREF(active);
+        return PyObject_CallOneArg(py_enter, op);
+    }
     if (PyContextVar_Get(current_var, Py_None, &previous) < 0) {
         Py_DECREF(active);
         return NULL;
     }
     if (previous != Py_None) {
         PyObject *nested = self->nested;
-        if (nested != NULL && Py_IS_TYPE(nested, active_type) && Py_IS_TYPE(active, active_type) &&
+        if (nested != NULL && Py_IS_TYPE(nested, active_type) &&
             SLOT(nested, a_previous) == previous && SLOT(nested, a_scope) == SLOT(active, a_scope)) {
             Py_SETREF(active, Py_NewRef(nested));
         }
@@ -562,9 +684,9 @@ block_enter(PyObject *op, PyObject *unused)
         return NULL;
     }
     if (!Py_IS_TYPE(active, active_type)) {
-        PyErr_SetString(PyExc_TypeError, "a processing block prepared something else than Active");
+        /* _under() gave something else than an exact Active: the Python reference enters. */
         Py_DECREF(active);
-        return NULL;
+        return PyObject_CallOneArg(py_enter, op);
     }
     PyObject *token = PyContextVar_Set(current_var, active);
     if (token == NULL) {
@@ -584,21 +706,36 @@ block_enter(PyObject *op, PyObject *unused)
 }
 
 static PyObject *
-block_exit(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+block_exit(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "__exit__ takes 3 arguments (%zd given)", nargs);
-        return NULL;
-    }
     if (current_var == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "purposelimit._speedups is not configured");
         return NULL;
+    }
+    if (nargs != 3 || kwnames != NULL) {
+        /* Called otherwise than by a with statement: the Python reference parses it. */
+        PyObject *stack[4] = {op, NULL, NULL, NULL};
+        Py_ssize_t given = nargs + (kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames));
+        if (given > 3) {
+            PyErr_Format(PyExc_TypeError, "__exit__ takes 3 arguments (%zd given)", given);
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < given; i++) {
+            stack[i + 1] = args[i];
+        }
+        return PyObject_Vectorcall(py_exit, stack, nargs + 1, kwnames);
     }
     PyObject *active;
     if (PyContextVar_Get(current_var, Py_None, &active) < 0) {
         return NULL;
     }
-    if (!Py_IS_TYPE(active, active_type) || SLOT(active, a_block) != op) {
+    if (active != Py_None && !Py_IS_TYPE(active, active_type)) {
+        /* Something else than an exact Active: the Python reference exits. */
+        Py_DECREF(active);
+        return PyObject_Vectorcall(py_exit, (PyObject *[]){op, args[0], args[1], args[2]}, 4,
+                                   NULL);
+    }
+    if (active == Py_None || SLOT(active, a_block) != op) {
         Py_DECREF(active);
         return PyObject_CallOneArg(py_refuse_exit, op);
     }
@@ -638,14 +775,16 @@ block_exit(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyMemberDef block_members[] = {
-    {"_cache", T_OBJECT, offsetof(BlockObject, cache), 0, "(epoch, Active) or None"},
-    {"_nested", T_OBJECT, offsetof(BlockObject, nested), 0, "the last nested Active or None"},
+    {"_cache", T_OBJECT_EX, offsetof(BlockObject, cache), 0, "(epoch, Active) or None"},
+    {"_nested", T_OBJECT_EX, offsetof(BlockObject, nested), 0, "the last nested Active or None"},
     {NULL},
 };
 
 static PyMethodDef block_methods[] = {
-    {"__enter__", block_enter, METH_NOARGS, "Enter the block: bind its purpose."},
-    {"__exit__", (PyCFunction)(void (*)(void))block_exit, METH_FASTCALL,
+    {"__enter__", block_enter, METH_NOARGS,
+     "__enter__($self, /)\n--\n\nEnter the block: bind its purpose; return its scope."},
+    {"__exit__", (PyCFunction)(void (*)(void))block_exit, METH_FASTCALL | METH_KEYWORDS,
+     "__exit__($self, exc_type, exc, tb)\n--\n\n"
      "Exit the block: restore the previous one and drain the audit buffer."},
     {NULL},
 };
@@ -668,7 +807,10 @@ static PyTypeObject BlockType = {
 
 static PyMethodDef module_methods[] = {
     {"configure_blocks", configure_blocks, METH_VARARGS,
-     "configure_blocks(var, Active, epoch, close, refuse_exit)"},
+     "configure_blocks(var, Active, epoch, close, refuse_exit, enter, exit)"},
+    {"in_main_interpreter", in_main_interpreter, METH_NOARGS,
+     "in_main_interpreter()\n--\n\nWhether this is the main interpreter (the only one "
+     "the module configures itself in)."},
     {"configure_guards", configure_guards, METH_VARARGS,
      "configure_guards(Extra, get, read, settle, denial, ProcessingDenied)"},
     {NULL},
@@ -694,8 +836,9 @@ PyInit__speedups(void)
     str_under = PyUnicode_InternFromString("_under");
     str_field_tags = PyUnicode_InternFromString("field_tags");
     empty_tuple = PyTuple_New(0);
+    str_extend = PyUnicode_InternFromString("extend");
     if (!str_version || !str_limit || !str_activate || !str_under || !str_field_tags ||
-        !empty_tuple) {
+        !empty_tuple || !str_extend) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&speedups_module);

@@ -21,8 +21,11 @@ def configure_blocks(
     epoch: object,
     close: Callable[..., Any],
     refuse_exit: Callable[..., Any],
+    enter: Callable[..., Any],
+    exit: Callable[..., Any],
     /,
 ) -> None: ...
+def in_main_interpreter() -> bool: ...
 def configure_guards(
     extra: type,
     get: Callable[..., Any],

@@ -1,0 +1,1706 @@
+"""The compiled read path (purposelimit/_speedups.c) against its pure-Python reference.
+
+``purposelimit._speedups`` completes in C only the memoised read of a personal
+field and ``processing``'s entry and exit; every other case goes to the Python
+reference before any side effect. These tests pin that contract:
+
+* a differential run: the same seeded random walk over the read path (reads
+  allowed and denied, enforce and monitor, nested and foreign blocks, store
+  writes, clock moves past retention limits, tag changes, a tiny audit buffer
+  and a failing sink) in two fresh interpreters, one compiled and one with
+  ``PURPOSELIMIT_PURE_PYTHON=1``, must print the same trace and audit events;
+* the edge cases of the compiled path, run with whichever implementation is
+  loaded (and again under the pure-Python one, in a subprocess);
+* garbage collection and memory: the C types traverse what they hold, and a
+  long run of memoised reads neither leaks memory nor references;
+* the build check CI relies on (``PURPOSELIMIT_REQUIRE_COMPILED``).
+
+Test data are synthetic; no personal value is ever shown in a message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import gc
+import importlib.util
+import json
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import tracemalloc
+import weakref
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import purposelimit
+from purposelimit._audit import Audit, InMemoryAuditSink
+from purposelimit._context import (
+    _CURRENT,
+    SPEEDUPS,
+    _PyBlock,
+    current_processing,
+    processing,
+    set_engine,
+)
+from purposelimit._engine import Engine
+from purposelimit._errors import NaiveDatetimeError, ProcessingDenied
+from purposelimit._model import (
+    Collection,
+    Compatibility,
+    Consent,
+    DataCategory,
+    Evidence,
+    Purpose,
+    Reason,
+    Retention,
+)
+from purposelimit._records import TaggedRecord, _PyGuard, _read, personal, record
+from purposelimit._register import Register
+from purposelimit._store import InMemoryStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _built() -> bool:
+    """Whether the extension was built here (importable), whatever the environment says."""
+    try:
+        return importlib.util.find_spec("purposelimit._speedups") is not None
+    except ImportError:
+        return False
+
+
+BUILT = _built()
+#: Whether this process runs the compiled read path.
+COMPILED = SPEEDUPS is not None
+#: Set in the subprocess that runs this file again under the pure-Python read path.
+TWIN = "PURPOSELIMIT_SPEEDUPS_TWIN"
+
+SECRET = "SECRET-VALUE-123"
+OTHER_SECRET = "OTHER-SECRET-4567"
+T0 = datetime(2026, 1, 10, 9, 0, tzinfo=UTC)
+NOW = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+CONTRACT = Collection("client.contract", source="checkout")
+MODES = ("enforce", "monitor")
+OUT_OF_ORDER = (
+    " exited while another processing block was active: blocks must exit in the reverse "
+    "order of entry (a generator that yields inside a block leaves it open in its caller)"
+)
+
+
+def make_register() -> Register:
+    return Register(
+        [
+            Purpose(
+                "client.contract",
+                "Contracts",
+                "Managing contracts",
+                "contract",
+                Retention("P1Y"),
+                categories=["identity", "contact"],
+            ),
+            Purpose(
+                "prospection.postal",
+                "Postal offers",
+                "Offers by post",
+                "legitimate-interests",
+                Retention("P1Y"),
+                categories=["identity", "contact"],
+            ),
+            Purpose(
+                "newsletter.product",
+                "Product news",
+                "News by e-mail",
+                "consent",
+                Retention("P1Y"),
+                categories=["identity", "contact"],
+            ),
+        ],
+        [DataCategory("identity"), DataCategory("contact"), DataCategory("contact.email")],
+        [
+            Compatibility(
+                "contract-to-postal",
+                "client.contract",
+                "prospection.postal",
+                "compatible",
+                link="same customers",
+                context="told at checkout",
+                nature="name and address",
+                consequences="postal mail",
+                safeguards=["objection offered"],
+            )
+        ],
+    )
+
+
+@record
+class Lead(TaggedRecord):
+    name: str = personal("identity")
+    email: str = personal("contact.email")
+
+
+class PlainSubLead(Lead):
+    """A plain subclass of a record class: it has a __dict__."""
+
+
+class SlottedSubLead(Lead):
+    """A slotted subclass of a record class."""
+
+    __slots__ = ()
+
+
+def lead(subject: str = "lead-1", cls: type[Lead] = Lead, **tag: Any) -> Lead:
+    tag = {"subject": subject, "collection": CONTRACT, "collected_at": T0, **tag}
+    return cls("Ada", SECRET, **tag)
+
+
+class Clock:
+    """A clock tests move by hand; it raises while `broken`, returns a naive datetime while
+    `naive`."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.broken = False
+        self.naive = False
+
+    def __call__(self) -> datetime:
+        if self.broken:
+            raise ClockBroken("the clock is broken")
+        if self.naive:
+            return self.now.replace(tzinfo=None)
+        return self.now
+
+
+class ClockBroken(Exception):
+    """Raised by a broken Clock."""
+
+
+class StoreBroken(Exception):
+    """Raised by a FragileStore's version while it is broken."""
+
+
+class FragileStore(InMemoryStore):
+    """An InMemoryStore whose ``version`` property raises while `broken`, and reads
+    `probe()` (a guarded read) once per outer access while a probe is set."""
+
+    def __init__(self) -> None:
+        self.broken = False
+        self.probe: Callable[[], str] | None = None
+        self.probed: list[int] = []
+        self._inside = False
+        self._version = 0
+        super().__init__()
+
+    @property
+    def version(self) -> int:
+        if self.broken:
+            raise StoreBroken("the store is unreachable")
+        if self.probe is not None and not self._inside:
+            self._inside = True
+            try:
+                self.probed.append(len(self.probe()))
+            finally:
+                self._inside = False
+        return self._version
+
+    @version.setter
+    def version(self, value: int) -> None:
+        self._version = value
+
+
+class DropSink:
+    """An audit sink that drops every event."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def emit(self, events: Any) -> None:
+        self.count += len(events)
+
+
+@pytest.fixture(autouse=True)
+def _reset_context() -> Iterator[None]:
+    """Every test starts and ends with no processing block and no default engine."""
+    token = set_engine(None, mode="enforce")
+    context_token = _CURRENT.set(None)
+    yield
+    _CURRENT.reset(context_token)
+    token.reset()
+
+
+@pytest.fixture
+def sink() -> InMemoryAuditSink:
+    return InMemoryAuditSink()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(NOW)
+
+
+@pytest.fixture
+def engine(sink: InMemoryAuditSink, clock: Clock) -> Engine:
+    return Engine(make_register(), clock=clock, audit=Audit([sink]))
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> Any:
+    return request.param
+
+
+def outcome(action: Callable[[], Any]) -> Any:
+    """The value *action* returns, or the exception it raises."""
+    try:
+        return action()
+    except Exception as error:
+        return error
+
+
+def reference_calls(action: Callable[[], Any]) -> tuple[Any, dict[str, int]]:
+    """Run *action*; count the calls of the Python reference's ``__get__`` and ``_read``."""
+    codes = {_PyGuard.__get__.__code__: "get", _read.__code__: "read"}
+    calls = {"get": 0, "read": 0}
+
+    def profile(frame: Any, event: str, _arg: Any) -> None:
+        if event == "call" and frame.f_code in codes:
+            calls[codes[frame.f_code]] += 1
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        result = outcome(action)
+    finally:
+        sys.setprofile(previous)
+    return result, calls
+
+
+def fields_of(sink: InMemoryAuditSink) -> list[str]:
+    return [event.field for event in sink.events]
+
+
+def events_of(sink: InMemoryAuditSink) -> list[tuple[Any, ...]]:
+    return [
+        (e.actor, e.purpose, e.record_type, e.field, e.allowed, e.reason, e.mode, e.monitored)
+        for e in sink.events
+    ]
+
+
+# =========================================================================== 1. differential
+
+#: The scenario run by the differential test, in a fresh interpreter per implementation:
+#: ``python scenario.py STEPS SEED...`` prints one JSON object. Values never leave it:
+#: a read's outcome is the value's length, or the denial's reason code, field, record type,
+#: subject reference (a keyed pseudonym) and a fingerprint of its message.
+SCENARIO = r'''"""A seeded random walk over the read path; prints a JSON trace."""
+
+import contextvars
+import hashlib
+import json
+import logging
+import math
+import random
+import sys
+from datetime import UTC, datetime, timedelta
+
+import purposelimit
+import purposelimit._context as context_module
+import purposelimit._records as records_module
+from purposelimit import (
+    Audit,
+    AuditError,
+    Collection,
+    CollectionTag,
+    Compatibility,
+    Consent,
+    DataCategory,
+    Engine,
+    Evidence,
+    FrozenTaggedRecord,
+    InMemoryStore,
+    Objection,
+    ObjectionWithdrawal,
+    ProcessingDenied,
+    Purpose,
+    Register,
+    Retention,
+    TaggedRecord,
+    Withdrawal,
+    current_processing,
+    personal,
+    processing,
+    record,
+    set_engine,
+)
+from purposelimit._time import add_duration, parse_duration
+
+START = datetime(2026, 1, 10, 9, 0, tzinfo=UTC)
+PURPOSES = (
+    "client.contract",
+    "prospection.postal",
+    "newsletter.product",
+    "hr.recruitment",
+    "analytics.usage",
+    "undeclared.purpose",
+)
+SUBJECTS = ("s-0", "s-1", "s-2", "s-3")
+
+
+class Clock:
+    """The scenario's clock: moved by the steps."""
+
+    def __init__(self, now):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+class View:
+    """Another clock object reading the same time (replacing the engine's clock with it
+    rebuilds the engine's runtime: new bindings, every memo stale)."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __call__(self):
+        return self.base.now
+
+
+class Collector:
+    """The sink whose events the trace reports."""
+
+    def __init__(self):
+        self.events = []
+        self.batches = []
+
+    def emit(self, events):
+        self.batches.append(len(events))
+        self.events.extend(events)
+
+
+class Flaky:
+    """A sink whose next `failures` batches fail."""
+
+    def __init__(self):
+        self.failures = 0
+        self.received = 0
+
+    def emit(self, events):
+        if self.failures:
+            self.failures -= 1
+            raise OSError("sink down")
+        self.received += len(events)
+
+
+def make_register():
+    return Register(
+        [
+            Purpose(
+                "client.contract",
+                "Contracts",
+                "Managing contracts",
+                "contract",
+                Retention("P1Y"),
+                categories=["identity", "contact"],
+            ),
+            Purpose(
+                "prospection.postal",
+                "Postal offers",
+                "Offers by post",
+                "legitimate-interests",
+                Retention("P2Y", "last-contact"),
+                categories=["identity", "contact"],
+                direct_marketing=True,
+            ),
+            Purpose(
+                "newsletter.product",
+                "Product news",
+                "News by e-mail",
+                "consent",
+                Retention("P1Y", "last-contact"),
+                categories=["identity.name", "contact.email"],
+                direct_marketing=True,
+            ),
+            Purpose(
+                "hr.recruitment",
+                "Recruitment",
+                "Assessing applications",
+                "legitimate-interests",
+                Retention("P6M"),
+                categories=["identity", "contact"],
+            ),
+            Purpose(
+                "analytics.usage",
+                "Usage analytics",
+                "Counting visits",
+                "legitimate-interests",
+                Retention("P3M"),
+                categories=["identity.name"],
+            ),
+        ],
+        [
+            DataCategory("identity"),
+            DataCategory("identity.name"),
+            DataCategory("contact"),
+            DataCategory("contact.email"),
+            DataCategory("contact.phone"),
+        ],
+        [
+            Compatibility(
+                "contract-to-postal",
+                "client.contract",
+                "prospection.postal",
+                "compatible",
+                link="same customers",
+                context="told at checkout",
+                nature="name and address",
+                consequences="postal mail",
+                safeguards=["objection offered"],
+            ),
+            Compatibility(
+                "recruitment-not-prospection",
+                "hr.recruitment",
+                "prospection",
+                "prohibited",
+                source="synthetic test entry",
+            ),
+        ],
+        version="diff-1",
+    )
+
+
+@record
+class Lead(TaggedRecord):
+    name: str = personal("identity.name")
+    email: str = personal("contact.email")
+    company: str = ""
+
+
+@record(frozen=True)
+class Card(FrozenTaggedRecord):
+    phone: str = personal("contact.phone")
+
+
+@record
+class Swapped(Lead):
+    """Lead with `name` declared again under another category: no new slot (a Lead's
+    __class__ can become Swapped and back), but the field order and memo indices differ."""
+
+    name: str = personal("contact.email", default="")
+
+
+class SubLead(Lead):
+    """A plain subclass of a record class (it has a __dict__)."""
+
+
+@record
+class Vip(Lead):
+    """A record subclass of a record class, with a personal field of its own."""
+
+    tier: str = personal("identity", default="gold")
+
+
+def fingerprint(text):
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def descriptor(cls, name):
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    raise KeyError(name)
+
+
+def scope_of():
+    scope = current_processing()
+    return None if scope is None else [scope.purpose, scope.actor, scope.mode]
+
+
+def run(seed, steps):
+    rng = random.Random(seed)
+    clock = Clock(START + timedelta(days=rng.randrange(0, 30)))
+    view = View(clock)
+    store = InMemoryStore(clock=clock)
+    collector = Collector()
+    flaky = Flaky()
+    audit = Audit(
+        [collector, flaky],
+        capacity=rng.choice((1, 2, 3, 5, 8)),
+        pseudonym_key=b"synthetic-test-key-0123456789",
+        on_failure=rng.choice(("fail-closed", "continue")),
+    )
+    engine = Engine(make_register(), store, clock=clock, audit=audit)
+    collections = {p: Collection(p, source="src") for p in PURPOSES[:5]}
+
+    def tag(i):
+        return {
+            "subject": SUBJECTS[i % len(SUBJECTS)],
+            "collection": collections[PURPOSES[i % 5]],
+            "collected_at": clock.now - timedelta(days=rng.randrange(0, 200)),
+        }
+
+    # Built with no engine reachable: an over-collected field is decided (excessive) at reads.
+    recs = []
+    for i in range(10):
+        kind = i % 4
+        if kind == 0:
+            recs.append(Lead("n" * (3 + i), "e" * (10 + i), "co", **tag(i)))
+        elif kind == 1:
+            recs.append(Card("p" * (20 + i), **tag(i)))
+        elif kind == 2:
+            recs.append(SubLead("n" * (30 + i), "e" * (40 + i), **tag(i)))
+        else:
+            recs.append(Vip("n" * (50 + i), "e" * (60 + i), tier="t" * (70 + i), **tag(i)))
+    fields = {Lead: ("name", "email"), Card: ("phone",), SubLead: ("name", "email"),
+              Vip: ("name", "email", "tier"), Swapped: ("name", "email")}
+    default_token = set_engine(engine, mode=rng.choice(("enforce", "monitor")))
+    pool = []
+    for i in range(8):
+        purpose = rng.choice(PURPOSES)
+        pool.append(
+            processing(
+                purpose,
+                actor=f"actor-{i}",
+                engine=rng.choice((engine, None)),
+                mode=rng.choice(("enforce", "monitor", None)),
+                clock=rng.choice((None, None, clock)),
+            )
+        )
+    stack = []
+    trace = []
+    py_get = records_module._PyGuard.__get__.__code__
+    counters = {"reads": 0, "python_get": 0}
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code is py_get:
+            counters["python_get"] += 1
+
+    def outcome_of_read(action):
+        counters["reads"] += 1
+        sys.setprofile(profile)
+        try:
+            value = action()
+        except ProcessingDenied as error:
+            sys.setprofile(None)
+            context = error.__context__
+            return [
+                "denied",
+                str(error.reason),
+                error.field,
+                error.record_type,
+                error.subject_ref,
+                fingerprint(str(error)),
+                fingerprint(error.remedy),
+                None if context is None else type(context).__name__,
+                audit.buffered,
+            ]
+        except (AuditError, AttributeError) as error:
+            sys.setprofile(None)
+            return ["error", type(error).__name__, audit.buffered]
+        sys.setprofile(None)
+        return ["ok", len(value), audit.buffered]
+
+    def read_step():
+        r = rng.choice(recs)
+        scope = current_processing()
+        if scope is not None and rng.random() < 0.4:
+            # Often a record collected for the block's purpose, or one compatible with it.
+            matching = [x for x in recs if x.collection.purpose == scope.purpose]
+            if scope.purpose == "prospection.postal":
+                matching += [x for x in recs if x.collection.purpose == "client.contract"]
+            if matching:
+                r = rng.choice(matching)
+        cls = type(r)
+        name = rng.choice(fields[cls])
+        style = rng.random()
+        if style < 0.3:
+            return ["read", name] + outcome_of_read(lambda: getattr(r, name))
+        if style < 0.6:  # a burst: memoised reads
+            return ["burst", name] + [
+                outcome_of_read(lambda: getattr(r, name)) for _ in range(rng.randrange(2, 8))
+            ]
+        if style < 0.7:
+            guard = descriptor(cls, name)
+            return ["get1", name] + outcome_of_read(lambda: guard.__get__(r))
+        if style < 0.75:
+            guard = descriptor(cls, name)
+            return ["get-none", name] + outcome_of_read(lambda: guard.__get__(r, None))
+        if style < 0.8:
+            guard = descriptor(cls, name)
+            return ["get-type", name] + outcome_of_read(lambda: guard.__get__(r, cls))
+        if style < 0.85 and isinstance(r, Lead) and name in ("name", "email"):
+            # Lead's own guard on a subclass instance (SubLead, Vip shares the index).
+            guard = Lead.__dict__[name]
+            return ["base-guard", name] + outcome_of_read(lambda: guard.__get__(r, cls))
+        # Inside an except block: a denial's __context__ is the handled exception.
+        def in_handler():
+            try:
+                raise KeyError("handled")
+            except KeyError:
+                return getattr(r, name)
+
+        return ["in-except", name] + outcome_of_read(in_handler)
+
+    def enter_step():
+        roll = rng.random()
+        if roll < 0.2 and stack:
+            block = rng.choice(stack)  # a block nested in itself
+        elif roll < 0.8:
+            block = rng.choice(pool)
+        else:
+            block = processing(
+                rng.choice(PURPOSES),
+                actor="fresh",
+                engine=rng.choice((engine, None)),
+                mode=rng.choice(("enforce", "monitor", None)),
+            )
+        scope = block.__enter__()
+        stack.append(block)
+        return ["enter", [scope.purpose, scope.actor, scope.mode], scope_of()]
+
+    def exit_step():
+        if len(stack) >= 2 and rng.random() < 0.1:
+            block = stack[rng.randrange(len(stack) - 1)]
+            if block is not stack[-1]:
+                try:
+                    block.__exit__(None, None, None)
+                except RuntimeError as error:
+                    return ["exit-out-of-order", str(error), scope_of()]
+                return ["exit-out-of-order", "no error", scope_of()]
+        block = stack.pop()
+        error = None
+        if rng.random() < 0.2:
+            error = ValueError("in flight")
+        try:
+            block.__exit__(None if error is None else ValueError, error, None)
+        except AuditError as failure:
+            return ["exit", "AuditError", fingerprint(str(failure)), scope_of()]
+        notes = [] if error is None else list(getattr(error, "__notes__", []))
+        return ["exit", "ok", len(notes), scope_of(), audit.buffered]
+
+    def foreign_step():
+        """The top block entered (or exited and entered) in another context meanwhile."""
+        block = stack[-1]
+        seen = []
+
+        def top_level():
+            block.__enter__()
+            seen.append(scope_of())
+            r = rng.choice(recs)
+            name = rng.choice(fields[type(r)])
+            seen.append(outcome_of_read(lambda: getattr(r, name)))
+
+        def exit_then_enter():
+            block.__exit__(None, None, None)
+            seen.append(scope_of())
+            block.__enter__()
+            seen.append(scope_of())
+
+        if rng.random() < 0.5:
+            contextvars.Context().run(top_level)
+            kind = "foreign-top"
+        else:
+            try:
+                contextvars.copy_context().run(exit_then_enter)
+            except AuditError as failure:
+                seen.append(["AuditError", fingerprint(str(failure))])
+            kind = "foreign-nested"
+        return [kind, seen, scope_of()]
+
+    def copied_read_step():
+        seen = []
+
+        def inside():
+            block = rng.choice(pool)
+            with block:
+                r = rng.choice(recs)
+                name = rng.choice(fields[type(r)])
+                seen.append(outcome_of_read(lambda: getattr(r, name)))
+
+        try:
+            contextvars.copy_context().run(inside)
+        except AuditError as failure:
+            seen.append(["AuditError", fingerprint(str(failure))])
+        return ["copied", seen, scope_of()]
+
+    def boundary_step():
+        """A read, then the clock onto its memo's end of validity (or just before), a read."""
+        r = rng.choice(recs)
+        name = rng.choice(fields[type(r)])
+        first = outcome_of_read(lambda: getattr(r, name))
+        index = descriptor(type(r), name).index
+        extra = r.field_tags
+        if extra is None or index >= len(extra.memo) or not math.isfinite(extra.memo[index][2]):
+            return ["boundary", name, first]
+        end = datetime.fromtimestamp(extra.memo[index][2], UTC)
+        clock.now = end + timedelta(microseconds=rng.choice((0, 0, -1)))
+        second = outcome_of_read(lambda: getattr(r, name))
+        return ["boundary", name, first, clock.now.isoformat(), second]
+
+    def store_step():
+        subject = rng.choice(SUBJECTS)
+        roll = rng.random()
+        at = clock.now - timedelta(minutes=rng.randrange(0, 600))
+        if roll < 0.5:
+            mechanism = rng.choice(("double-opt-in", "double-opt-in", "pre-ticked", None))
+            event = Consent(
+                subject=subject,
+                purposes=(
+                    rng.choice(("newsletter.product", "prospection.postal", "hr.recruitment")),
+                ),
+                given_at=at,
+                state=rng.choice(("given", "given", "given", "refused")),
+                expires_at=(
+                    None if rng.random() < 0.7 else at + timedelta(days=rng.randrange(1, 90))
+                ),
+                evidence=None if mechanism is None else Evidence(mechanism=mechanism),
+                id=f"c-{step}",
+            )
+        elif roll < 0.8:
+            event = Withdrawal(subject, (rng.choice(("newsletter.product", "prospection")),), at,
+                               id=f"w-{step}")
+        elif roll < 0.85 or not objections:
+            event = Objection(subject, at=at, id=f"o-{step}")
+            objections.append(event)
+        else:
+            objection = objections.pop(rng.randrange(len(objections)))
+            event = ObjectionWithdrawal(objection.id, objection.subject, at=max(at, objection.at),
+                                        id=f"ow-{step}")
+        recorded = store.record(event, actor="scenario")
+        return ["store", type(event).__name__, recorded, store.version]
+
+    def clock_step():
+        roll = rng.random()
+        if roll < 0.15:
+            # Onto a retention limit, or a microsecond either side: a memo's validity bound.
+            r = rng.choice(recs)
+            anchor = r.last_contact_at if rng.random() < 0.5 else None
+            anchor = anchor or r.collected_at
+            limit = add_duration(anchor, parse_duration(rng.choice(("P1Y", "P6M", "P3M", "P2Y"))))
+            clock.now = limit + timedelta(microseconds=rng.choice((0, 0, -1, 1)))
+            return ["clock", "limit", clock.now.isoformat()]
+        if roll < 0.7:
+            delta = timedelta(seconds=rng.randrange(1, 7200))
+        elif roll < 0.92:
+            delta = timedelta(days=rng.randrange(1, 20))
+        elif roll < 0.96:
+            delta = timedelta(days=rng.randrange(100, 400))
+        else:
+            delta = -timedelta(minutes=rng.randrange(1, 60 * 24 * 20))
+        clock.now = clock.now + delta
+        if clock.now > START + timedelta(days=420):  # wrap around: keep decisions varied
+            clock.now = START + timedelta(days=rng.randrange(0, 60))
+        return ["clock", clock.now.isoformat()]
+
+    def touch_step():
+        mutable = [r for r in recs if not isinstance(r, Card)]
+        r = rng.choice(mutable)
+        roll = rng.random()
+        if roll < 0.5:
+            r.last_contact_at = clock.now - timedelta(days=rng.randrange(0, 10))
+            return ["touch", "last_contact_at"]
+        if roll < 0.65:
+            r.contract_ended_at = clock.now
+            return ["touch", "contract_ended_at"]
+        if roll < 0.8:
+            r.field_tags = {
+                "email": CollectionTag(
+                    r.subject,
+                    collections[rng.choice(PURPOSES[:5])],
+                    clock.now - timedelta(days=rng.randrange(0, 100)),
+                )
+            }
+            return ["touch", "field_tags"]
+        if roll < 0.9:
+            r.field_tags = None
+            return ["touch", "field_tags-none"]
+        if id(r) not in deleted:
+            del r.email
+            deleted.add(id(r))
+            return ["touch", "deleted"]
+        r.email = "e" * 7
+        deleted.discard(id(r))
+        return ["touch", "restored"]
+
+    def swap_step():
+        """A Lead becomes a Swapped (same slots, other categories) or back: its memos are
+        another class's fields' now."""
+        swappable = [r for r in recs if type(r) in (Lead, Swapped)]
+        r = rng.choice(swappable)
+        before = rng.choice(("name", "email"))
+        first = outcome_of_read(lambda: getattr(r, before))
+        r.__class__ = Swapped if type(r) is Lead else Lead
+        after = rng.choice(("name", "email"))
+        second = outcome_of_read(lambda: getattr(r, after))
+        return ["swap", type(r).__name__, before, first, after, second]
+
+    def class_step():
+        cls = rng.choice((Lead, Card, SubLead, Vip))
+        name = rng.choice(fields[cls])
+        guard = descriptor(cls, name)
+        through_get = guard.__get__(None, cls)
+        return [
+            "class",
+            cls.__name__,
+            name,
+            getattr(cls, name) is guard,
+            through_get is guard,
+            repr(guard),
+            audit.buffered,
+        ]
+
+    def misc_step():
+        roll = rng.random()
+        if roll < 0.3:
+            try:
+                audit.flush()
+            except AuditError as failure:
+                return ["flush", "AuditError", fingerprint(str(failure))]
+            return ["flush", "ok"]
+        if roll < 0.5:
+            flaky.failures = rng.randrange(1, 6)
+            return ["flaky", flaky.failures]
+        if roll < 0.65:
+            engine.clock = clock  # the same clock: only the configuration epoch advances
+            return ["reclock", "same"]
+        if roll < 0.75:
+            engine.clock = rng.choice((clock, view))  # maybe another clock: a new runtime
+            return ["reclock", type(engine.clock).__name__]
+        if roll < 0.9:
+            block = rng.choice(pool)
+            block.mode = rng.choice(("enforce", "monitor", None))
+            return ["mode", block.purpose, block.mode]
+        nonlocal default_token
+        default_token.reset()
+        default_token = set_engine(engine, mode=rng.choice(("enforce", "monitor")))
+        return ["default-mode"]
+
+    objections = []
+    deleted = set()
+    table = (
+        (0.42, read_step),
+        (0.54, lambda: enter_step() if len(stack) < 5 else read_step()),
+        (0.62, lambda: exit_step() if stack else read_step()),
+        (0.64, lambda: foreign_step() if stack else read_step()),
+        (0.66, copied_read_step),
+        (0.68, lambda: boundary_step() if stack else read_step()),
+        (0.72, store_step),
+        (0.80, clock_step),
+        (0.85, touch_step),
+        (0.88, class_step),
+        (0.89, swap_step),
+        (1.00, misc_step),
+    )
+    for step in range(steps):
+        roll = rng.random()
+        for bound, action in table:
+            if roll < bound:
+                trace.append(action())
+                break
+    while stack:
+        block = stack.pop()
+        try:
+            block.__exit__(None, None, None)
+        except AuditError:
+            trace.append(["final-exit", "AuditError"])
+    flaky.failures = 0
+    audit.flush()
+    default_token.reset()
+    events = [
+        [
+            e.time.isoformat(),
+            e.actor,
+            e.purpose,
+            e.collected_for,
+            e.record_type,
+            e.subject_ref,
+            e.field,
+            e.category,
+            e.allowed,
+            str(e.reason),
+            e.rule,
+            e.mode,
+            e.monitored,
+            e.register_version,
+        ]
+        for e in collector.events
+    ]
+    return {
+        "trace": trace,
+        "events": events,
+        "batches": collector.batches,
+        "flaky": flaky.received,
+        "lost": audit.lost,
+    }, counters
+
+
+def main():
+    logging.getLogger("purposelimit").disabled = True  # sink failures are expected here
+    steps = int(sys.argv[1])
+    seeds = [int(s) for s in sys.argv[2:]]
+    runs = {}
+    counts = {}
+    for seed in seeds:
+        runs[str(seed)], counts[str(seed)] = run(seed, steps)
+    speedups = context_module.SPEEDUPS
+    json.dump(
+        {
+            "compiled": speedups is not None,
+            "package": purposelimit.__file__,
+            "guard_base": records_module._Guard.__mro__[1].__module__,
+            "block_base": processing.__mro__[1].__module__,
+            "runs": runs,
+            "counts": counts,
+        },
+        sys.stdout,
+    )
+
+
+main()
+'''
+
+SEEDS = (11, 23, 37, 41, 59, 73)
+STEPS = 3000
+
+
+def _environment(pure: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PURPOSELIMIT_")}
+    if pure:
+        env["PURPOSELIMIT_PURE_PYTHON"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), env.get("PYTHONPATH"))))
+    env["PYTHONHASHSEED"] = "0"
+    return env
+
+
+@pytest.fixture(scope="module")
+def traces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The scenario's output under each implementation (both interpreters run at once)."""
+    if not BUILT:
+        pytest.skip(
+            "purposelimit._speedups is not built in this environment (no C compiler at "
+            "install time?): there is no compiled read path to compare with the reference"
+        )
+    if os.environ.get(TWIN):
+        pytest.skip("the pure-Python twin run does not start the differential run again")
+    script = tmp_path_factory.mktemp("speedups") / "scenario.py"
+    script.write_text(SCENARIO, encoding="utf-8")
+    command = [sys.executable, str(script), str(STEPS), *map(str, SEEDS)]
+    running = {
+        name: subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=_environment(pure=name == "pure"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("compiled", "pure")
+    }
+    results: dict[str, Any] = {}
+    for name, process in running.items():
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, (
+            f"the {name} scenario run failed (exit status {process.returncode}):\n{err[-3000:]}"
+        )
+        results[name] = json.loads(out)
+    return results
+
+
+def _first_difference(left: list[Any], right: list[Any]) -> str:
+    for index, (a, b) in enumerate(zip(left, right, strict=False)):
+        if a != b:
+            return f"first difference at item {index}:\n  compiled: {a!r}\n  pure:     {b!r}"
+    return f"lengths differ: {len(left)} compiled, {len(right)} pure"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_differential_traces_are_identical(traces: dict[str, Any], seed: int) -> None:
+    """For each seed, the compiled and the pure-Python read paths give the same outcome at
+    every step (value length, denial reason, field, record type, subject reference and message
+    fingerprint, exception context, audit buffer fill, active scope), the same audit events in
+    the same batches, and the same retries to a failing sink."""
+    compiled = traces["compiled"]["runs"][str(seed)]
+    pure = traces["pure"]["runs"][str(seed)]
+    for key in ("trace", "events", "batches"):
+        assert compiled[key] == pure[key], f"seed {seed}, {key}: " + _first_difference(
+            compiled[key], pure[key]
+        )
+    assert (compiled["flaky"], compiled["lost"]) == (pure["flaky"], pure["lost"])
+    assert len(compiled["events"]) > STEPS // 2  # the walk read a lot
+
+
+def test_differential_runs_compare_the_compiled_path_with_the_reference(
+    traces: dict[str, Any],
+) -> None:
+    """Without PURPOSELIMIT_PURE_PYTHON the scenario ran the C extension
+    (``purposelimit._context.SPEEDUPS is not None``, the guard and block bases are the
+    compiled ones) and the C code completed most memoised reads itself; with it, every read went
+    through the Python reference. Both runs imported this checkout of purposelimit."""
+    compiled, pure = traces["compiled"], traces["pure"]
+    package = str(Path(purposelimit.__file__).resolve())
+    assert str(Path(compiled["package"]).resolve()) == package
+    assert str(Path(pure["package"]).resolve()) == package
+    assert compiled["compiled"] is True
+    assert (compiled["guard_base"], compiled["block_base"]) == ("purposelimit._speedups",) * 2
+    assert pure["compiled"] is False
+    assert (pure["guard_base"], pure["block_base"]) == (
+        "purposelimit._records",
+        "purposelimit._context",
+    )
+    for seed in map(str, SEEDS):
+        reads = compiled["counts"][seed]["reads"]
+        assert compiled["counts"][seed]["reads"] == pure["counts"][seed]["reads"]
+        assert pure["counts"][seed]["python_get"] == reads
+        # Over half of the reads were memoised and completed in C, without the reference.
+        assert compiled["counts"][seed]["python_get"] < reads // 2
+
+
+# =========================================================================== 2. edge cases
+
+
+def test_memoised_reads_complete_without_the_python_reference(engine: Engine, mode: Any) -> None:
+    """With the extension loaded, a memoised read (allowed, or denied in either mode) calls
+    neither the reference ``__get__`` nor ``_read``; a first read, a read on the class and a
+    read with no block hand over to ``__get__``; a memo made stale by a store write goes
+    straight to ``_read``."""
+    if not COMPILED:
+        pytest.skip("the pure-Python read path is running: nothing compiled to check")
+    record_ = lead()
+    assert reference_calls(lambda: Lead.name)[1] == {"get": 1, "read": 1}
+    with processing("client.contract", actor="a", engine=engine, mode=mode):
+        assert reference_calls(lambda: record_.name) == ("Ada", {"get": 1, "read": 1})
+        assert reference_calls(lambda: record_.name) == ("Ada", {"get": 0, "read": 0})
+        assert reference_calls(lambda: Lead.name)[1] == {"get": 1, "read": 1}
+        store = engine.store
+        assert isinstance(store, InMemoryStore)
+        store.record(
+            Consent(
+                subject="someone-else",
+                purposes=("newsletter.product",),
+                given_at=T0,
+                evidence=Evidence(mechanism="double-opt-in"),
+                id="c-1",
+            )
+        )
+        assert reference_calls(lambda: record_.name) == ("Ada", {"get": 0, "read": 1})
+    with processing("newsletter.product", actor="a", engine=engine, mode=mode):
+        first, calls = reference_calls(lambda: record_.email)
+        assert calls == {"get": 1, "read": 1}
+        again, calls = reference_calls(lambda: record_.email)
+        assert calls == {"get": 0, "read": 0}
+        if mode == "enforce":
+            assert isinstance(first, ProcessingDenied)
+            assert isinstance(again, ProcessingDenied)
+        else:
+            assert first == again == SECRET
+    with set_engine(engine):  # no block: a no-purpose read, audited by the default engine
+        result, calls = reference_calls(lambda: record_.name)
+    assert calls == {"get": 1, "read": 1}
+    assert isinstance(result, ProcessingDenied)
+    assert result.reason is Reason.NO_PURPOSE
+
+
+def test_a_raising_clock_propagates_and_audits_nothing(
+    engine: Engine, sink: InMemoryAuditSink, mode: Any
+) -> None:
+    """A block clock raising (or returning a naive datetime) on a read, first or memoised,
+    allowed or denied, propagates its exception and adds no audit entry for that read; the
+    next read after the clock is fixed is decided and audited normally."""
+    audit = engine.audit
+    assert isinstance(audit, Audit)
+    clock = Clock(NOW)
+    record_ = lead()
+    untouched = lead("lead-2")
+    for purpose, expected in (("client.contract", "Ada"), ("newsletter.product", None)):
+        with processing(purpose, actor="a", engine=engine, mode=mode, clock=clock):
+            clock.broken = True
+            assert isinstance(outcome(lambda: untouched.name), ClockBroken)  # no memo yet
+            assert audit.buffered == 0
+            clock.broken = False
+            first = outcome(lambda: record_.name)  # memoised now
+            assert audit.buffered == 1
+            clock.broken = True
+            error = outcome(lambda: record_.name)
+            assert isinstance(error, ClockBroken)
+            assert str(error) == "the clock is broken"
+            clock.broken = False
+            clock.naive = True
+            assert isinstance(outcome(lambda: record_.name), NaiveDatetimeError)
+            clock.naive = False
+            assert audit.buffered == 1
+            again = outcome(lambda: record_.name)
+            assert audit.buffered == 2
+        if expected is None and mode == "enforce":
+            assert isinstance(first, ProcessingDenied)
+            assert isinstance(again, ProcessingDenied)
+        else:
+            assert first == again == "Ada"
+    assert [(e.purpose, e.field) for e in sink.events] == [
+        ("client.contract", "name"),
+        ("client.contract", "name"),
+        ("newsletter.product", "name"),
+        ("newsletter.product", "name"),
+    ]
+
+
+def test_a_raising_store_version_propagates(sink: InMemoryAuditSink, mode: Any) -> None:
+    """A store whose ``version`` raises makes the read raise that exception, memoised or not,
+    with no audit entry; once the store answers again the read goes on."""
+    store = FragileStore()
+    audit = Audit([sink])
+    engine = Engine(make_register(), store, clock=lambda: NOW, audit=audit)
+    record_ = lead()
+    with processing("client.contract", actor="a", engine=engine, mode=mode):
+        store.broken = True
+        assert isinstance(outcome(lambda: record_.email), StoreBroken)
+        assert audit.buffered == 0
+        store.broken = False
+        assert record_.email == SECRET
+        store.broken = True
+        error = outcome(lambda: record_.email)
+        assert isinstance(error, StoreBroken)
+        assert str(error) == "the store is unreachable"
+        assert audit.buffered == 1
+        store.broken = False
+        assert record_.email == SECRET
+        assert audit.buffered == 2
+    assert fields_of(sink) == ["email", "email"]
+
+
+def test_a_store_version_reading_a_guarded_field_is_reentrant(sink: InMemoryAuditSink) -> None:
+    """A store ``version`` property that itself reads another record's guarded field under the
+    same block (a re-entrant read in the middle of a read) leaves both reads correct: every
+    value is right, each read is audited once, and each memoised outer read is audited right
+    after the inner read its version check made."""
+    store = FragileStore()
+    engine = Engine(make_register(), store, clock=lambda: NOW, audit=Audit([sink]))
+    outer = lead("lead-1")
+    inner = Lead("Grace", OTHER_SECRET, subject="lead-2", collection=CONTRACT, collected_at=T0)
+    store.probe = lambda: inner.name
+    values = []
+    with processing("client.contract", actor="a", engine=engine):
+        for _ in range(5):
+            values.append(outer.email)
+    assert values == [SECRET] * 5
+    assert store.probed
+    assert set(store.probed) == {len("Grace")}
+    fields = fields_of(sink)
+    assert fields.count("email") == 5
+    assert fields.count("name") == len(store.probed)
+    assert len(fields) == 5 + len(store.probed)
+    assert fields[-8:] == ["name", "email"] * 4  # the memoised reads
+    assert all(e.allowed for e in sink.events)
+    assert {e.subject_ref for e in sink.events if e.field == "name"} == {"lead-2"}
+
+
+@pytest.mark.parametrize("capacity", [1, 2, 3])
+@pytest.mark.parametrize("purpose", ["client.contract", "newsletter.product"])
+def test_a_buffer_filling_at_capacity_drains_and_the_read_completes(
+    sink: InMemoryAuditSink, mode: Any, capacity: int, purpose: str
+) -> None:
+    """When a read fills the audit buffer exactly to its capacity, the buffer is drained into
+    the sinks at that read, which still returns the value (allowed, or denied in monitor mode)
+    or raises its denial (enforce mode) — at every multiple of the capacity."""
+    audit = Audit([sink], capacity=capacity)
+    engine = Engine(make_register(), clock=lambda: NOW, audit=audit)
+    record_ = lead()
+    denied = purpose == "newsletter.product" and mode == "enforce"
+    with processing(purpose, actor="a", engine=engine, mode=mode):
+        for count in range(1, 3 * capacity + 2):
+            result = outcome(lambda: record_.email)
+            if denied:
+                assert isinstance(result, ProcessingDenied)
+                assert result.reason is Reason.CONSENT_MISSING
+            else:
+                assert result == SECRET
+            assert audit.buffered == count % capacity
+            assert len(sink.events) == count - count % capacity
+    assert len(sink.events) == 3 * capacity + 1
+    assert all(e.allowed is (purpose == "client.contract") for e in sink.events)
+
+
+def test_a_denial_in_an_except_block_has_the_handled_exception_as_context(
+    engine: Engine,
+) -> None:
+    """A denial raised while an exception is being handled — the field's first (decided by
+    the Python reference) or a memoised one — has that exception as its ``__context__``
+    (neither cause nor suppressed context), as a ``raise`` there would; one raised outside any
+    handler has none (no internal lookup error leaks in as context)."""
+    record_ = lead()
+    with processing("newsletter.product", actor="a", engine=engine):
+        for _ in range(2):  # the first denial, then a memoised one
+            try:
+                raise KeyError("handled")
+            except KeyError as error:
+                handled = error
+                caught = outcome(lambda: record_.email)
+            assert isinstance(caught, ProcessingDenied)
+            assert caught.__context__ is handled
+            assert caught.__cause__ is None
+            assert caught.__suppress_context__ is False
+        other = lead("lead-2")
+        for _ in range(2):
+            plain = outcome(lambda: other.email)
+            assert isinstance(plain, ProcessingDenied)
+            assert plain.__context__ is None
+    with set_engine(engine):  # no block: a no-purpose denial
+        unbound = outcome(lambda: other.email)
+    assert isinstance(unbound, ProcessingDenied)
+    assert unbound.reason is Reason.NO_PURPOSE
+    assert unbound.__context__ is None
+
+
+def test_memoised_denials_match_the_first_one_and_hold_no_value(
+    sink: InMemoryAuditSink,
+) -> None:
+    """A denial from the memoised path has the same message, reason, field, record type,
+    subject reference, remedy and decision as the field's first denial, shares its details,
+    pickles to the same message, and shows no personal value anywhere; a store write makes new
+    details with the same message."""
+    audit = Audit([sink], pseudonym_key=b"k" * 32)
+    engine = Engine(make_register(), clock=lambda: NOW, audit=audit)
+    record_ = lead()
+    with processing("newsletter.product", actor="a", engine=engine):
+        first = outcome(lambda: record_.email)
+        second = outcome(lambda: record_.email)
+        third = outcome(lambda: record_.email)
+        store = engine.store
+        assert isinstance(store, InMemoryStore)
+        store.record(
+            Consent(
+                subject="someone-else",
+                purposes=("newsletter.product",),
+                given_at=T0,
+                evidence=Evidence(mechanism="double-opt-in"),
+                id="c-1",
+            )
+        )
+        renewed = outcome(lambda: record_.email)
+    assert all(isinstance(e, ProcessingDenied) for e in (first, second, third, renewed))
+    assert first is not second
+    assert second is not third
+    for other in (second, third, renewed):
+        assert str(other) == str(first)
+        assert repr(other) == repr(first)
+        assert other.reason is first.reason is Reason.CONSENT_MISSING
+        assert (other.field, other.record_type) == ("email", "Lead")
+        assert other.subject_ref == first.subject_ref == audit.subject_ref("lead-1")
+        assert other.remedy == first.remedy
+        assert other.decision == first.decision
+        assert type(other) is ProcessingDenied
+        assert str(pickle.loads(pickle.dumps(other))) == str(first)
+    assert second.args[0] is first.args[0] is third.args[0]
+    assert renewed.args[0] is not first.args[0]
+    for error in (first, second, renewed):
+        for text in (str(error), repr(error), repr(error.args), error.remedy):
+            assert SECRET not in text
+            assert "Ada" not in text
+            assert "lead-1" not in text  # pseudonymised
+    assert len(sink.events) == 4
+
+
+@pytest.mark.parametrize("cls", [PlainSubLead, SlottedSubLead])
+def test_a_subclass_instance_is_guarded(
+    engine: Engine, sink: InMemoryAuditSink, mode: Any, cls: type[Lead]
+) -> None:
+    """An instance of a (plain or slotted) subclass of a record class is read through the
+    record class's guards: allowed reads return the value, memoised reads too, denials raise
+    in enforce mode, and every read is audited under the record class's name."""
+    record_ = lead(cls=cls)
+    with processing("client.contract", actor="a", engine=engine, mode=mode):
+        assert [record_.email, record_.email, record_.name] == [SECRET, SECRET, "Ada"]
+    with processing("newsletter.product", actor="b", engine=engine, mode=mode):
+        for _ in range(2):
+            result = outcome(lambda: record_.email)
+            if mode == "enforce":
+                assert isinstance(result, ProcessingDenied)
+                assert (result.record_type, result.field) == ("Lead", "email")
+            else:
+                assert result == SECRET
+    assert (
+        events_of(sink)
+        == [
+            ("a", "client.contract", "Lead", "email", True, Reason.SAME_PURPOSE, mode, False),
+            ("a", "client.contract", "Lead", "email", True, Reason.SAME_PURPOSE, mode, False),
+            ("a", "client.contract", "Lead", "name", True, Reason.SAME_PURPOSE, mode, False),
+        ]
+        + [
+            (
+                "b",
+                "newsletter.product",
+                "Lead",
+                "email",
+                False,
+                Reason.CONSENT_MISSING,
+                mode,
+                mode == "monitor",
+            )
+        ]
+        * 2
+    )
+
+
+def test_the_descriptor_protocol_reads_like_attribute_access(
+    engine: Engine, sink: InMemoryAuditSink
+) -> None:
+    """``Lead.__dict__[f].__get__(record)`` and ``.__get__(record, None)`` and
+    ``.__get__(record, Lead)`` read like ``record.f`` (decided, audited once each, memoised),
+    and an access on the class — ``Lead.f``, ``__get__(None, Lead)`` — returns the descriptor
+    itself, inside a block or not, without any audit entry."""
+    guard: Any = Lead.__dict__["email"]
+    owner: Any = Lead  # typed loosely: on the class, `email` is the descriptor
+    subclass: Any = PlainSubLead
+    record_ = lead()
+    for _ in range(2):
+        assert owner.email is guard
+        assert guard.__get__(None, Lead) is guard
+        assert "contact.email" in repr(guard)
+        with processing("client.contract", actor="a", engine=engine):
+            assert owner.email is guard
+            assert guard.__get__(None, Lead) is guard
+            assert subclass.email is guard
+            assert guard.__get__(record_) == SECRET
+            assert guard.__get__(record_, None) == SECRET
+            assert guard.__get__(record_, Lead) == SECRET
+            assert record_.email == SECRET
+    assert fields_of(sink) == ["email"] * 8
+
+
+def test_exiting_out_of_order_raises_the_reference_message(engine: Engine) -> None:
+    """Exiting a block while another one is active — or while none is — raises RuntimeError with
+    the reference's message (the block's repr and the rule), changes nothing, and the blocks
+    then unwind normally."""
+    outer = processing("client.contract", actor="outer", engine=engine)
+    inner = processing("prospection.postal", actor="inner", engine=engine, mode="monitor")
+    outer.__enter__()
+    inner.__enter__()
+    with pytest.raises(RuntimeError) as caught:
+        outer.__exit__(None, None, None)
+    assert str(caught.value) == repr(outer) + OUT_OF_ORDER
+    with pytest.raises(RuntimeError) as reference:
+        _PyBlock.__exit__(outer, None, None, None)
+    assert str(reference.value) == str(caught.value)
+    scope = current_processing()
+    assert scope is not None
+    assert scope.actor == "inner"
+    inner.__exit__(None, None, None)
+    outer.__exit__(None, None, None)
+    assert current_processing() is None
+    with pytest.raises(RuntimeError) as caught:
+        inner.__exit__(None, None, None)
+    assert str(caught.value) == repr(inner) + OUT_OF_ORDER
+    assert current_processing() is None
+
+
+def _purpose() -> str | None:
+    scope = current_processing()
+    return None if scope is None else scope.purpose
+
+
+def test_a_block_reentered_in_another_thread_still_exits_here(
+    engine: Engine, sink: InMemoryAuditSink
+) -> None:
+    """A block object entered here and entered again in another thread (which overwrites the
+    shared entry's token) exits here to the previous binding (none), and is reusable after."""
+    block = processing("client.contract", actor="a", engine=engine)
+    record_ = lead()
+    seen: list[Any] = []
+    block.__enter__()
+
+    def worker() -> None:
+        block.__enter__()
+        seen.append((_purpose(), record_.name))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen == [("client.contract", "Ada")]
+    assert _purpose() == "client.contract"
+    assert record_.email == SECRET
+    block.__exit__(None, None, None)
+    assert _purpose() is None
+    with block:
+        assert _purpose() == "client.contract"
+    assert _purpose() is None
+    engine_audit = engine.audit
+    assert isinstance(engine_audit, Audit)
+    engine_audit.flush()
+    assert fields_of(sink) == ["name", "email"]
+
+
+def test_a_block_exited_in_another_context_stays_active_here(engine: Engine) -> None:
+    """A block exited in another context (a thread running a copy of this one) leaves that
+    context with the previous binding and this one inside the block, which then exits here."""
+    outer = processing("prospection.postal", actor="outer", engine=engine)
+    block = processing("client.contract", actor="a", engine=engine)
+    seen: list[Any] = []
+    with outer:
+        block.__enter__()
+        context = contextvars.copy_context()
+
+        def worker() -> None:
+            context.run(block.__exit__, None, None, None)
+            seen.append(context.run(_purpose))
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        assert seen == ["prospection.postal"]
+        assert _purpose() == "client.contract"
+        block.__exit__(None, None, None)
+        assert _purpose() == "prospection.postal"
+    assert _purpose() is None
+
+
+def test_a_nested_entry_overwritten_in_another_context_restores_the_outer_block(
+    engine: Engine, sink: InMemoryAuditSink
+) -> None:
+    """A nested entry whose shared state another context reused (exit then enter again there:
+    the entry's token is now that context's) exits here to the outer block, not to none."""
+    outer = processing("prospection.postal", actor="outer", engine=engine)
+    inner = processing("client.contract", actor="inner", engine=engine)
+    record_ = lead()
+    outer.__enter__()
+    inner.__enter__()
+    other = contextvars.copy_context()
+    other.run(inner.__exit__, None, None, None)
+    assert other.run(_purpose) == "prospection.postal"
+    other.run(inner.__enter__)
+    assert other.run(_purpose) == "client.contract"
+    assert _purpose() == "client.contract"
+    assert record_.name == "Ada"
+    inner.__exit__(None, None, None)
+    assert _purpose() == "prospection.postal"
+    assert record_.name == "Ada"
+    outer.__exit__(None, None, None)
+    assert _purpose() is None
+    assert [(e.purpose, e.reason) for e in sink.events] == [
+        ("client.contract", Reason.SAME_PURPOSE),
+        ("prospection.postal", Reason.COMPATIBLE),
+    ]
+
+
+# =========================================================================== 3. memory and GC
+
+
+def test_a_record_class_and_its_read_records_are_garbage_collected(engine: Engine) -> None:
+    """A record class made in a function, whose records were read (allowed and denied, so
+    they hold memoised decisions and denial details) under blocks, is freed once unreferenced:
+    the C guard traverses the class it is bound to and the field's slot."""
+
+    def make() -> type:
+        @record
+        class Temporary:
+            name: str = personal("identity")
+            email: str = personal("contact.email")
+
+        return Temporary
+
+    cls = make()
+    records = [
+        cls("Ada", SECRET, subject=f"lead-{i}", collection=CONTRACT, collected_at=T0)
+        for i in range(3)
+    ]
+    with processing("client.contract", actor="a", engine=engine):
+        for item in records:
+            assert (item.name, item.email, item.email) == ("Ada", SECRET, SECRET)
+    with processing("newsletter.product", actor="a", engine=engine):
+        for item in records:
+            for _ in range(2):
+                with contextlib.suppress(ProcessingDenied):
+                    _ = item.email
+    assert records[0].field_tags.denials  # details are kept on the record
+    class_ref = weakref.ref(cls)
+    record_ref = weakref.ref(records[0]) if hasattr(records[0], "__weakref__") else None
+    del cls, records, item
+    gc.collect()
+    assert class_ref() is None
+    assert record_ref is None or record_ref() is None
+
+
+def test_a_processing_object_and_its_cached_state_are_garbage_collected(engine: Engine) -> None:
+    """A processing object entered at top level and nested in itself holds its prepared state
+    (``_cache``, ``_nested``), which refers back to it: a cycle that only the garbage collector
+    frees, so the C block must traverse both; the block's clock goes with it."""
+
+    class Tracked(processing):
+        __slots__ = ("__weakref__",)
+
+    clock = Clock(NOW)
+    block = Tracked("client.contract", actor="gc", engine=engine, clock=clock)
+    record_ = lead()
+    with block:
+        with block:
+            assert record_.name == "Ada"
+        assert record_.name == "Ada"
+    assert block._cache is not None
+    assert block._nested is not None
+    refs = (weakref.ref(block), weakref.ref(clock))
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        del block, clock
+        assert refs[0]() is not None  # a reference cycle keeps it: only gc frees it
+        gc.collect()
+        assert [ref() for ref in refs] == [None, None]
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _traced_growth(action: Callable[[], None]) -> int:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        action()
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    return after - before
+
+
+#: Far below a leak of one float per read (24 B x 200,000 = 4.8 MB).
+GROWTH_BOUND = 1_000_000
+
+
+def test_many_allowed_reads_do_not_grow_memory() -> None:
+    """200,000 memoised allowed reads, the audit draining into a sink that drops the events,
+    leave traced memory where it was (within a bound a leaked float per read would exceed
+    five times over)."""
+    drop = DropSink()
+    audit = Audit([drop], capacity=256)
+    # The default clock: the compiled path reads time.time() with no Python code at all.
+    engine = Engine(make_register(), audit=audit)
+    record_ = lead(collected_at=datetime.now(UTC) - timedelta(days=1))
+    block = processing("client.contract", actor="memory", engine=engine)
+    reads = 200_000
+
+    def run() -> None:
+        with block:
+            for _ in range(reads):
+                _ = record_.name
+        audit.flush()
+
+    with block:
+        for _ in range(2_000):  # warm up: memo, caches, buffer at full size
+            _ = record_.name
+    growth = _traced_growth(run)
+    assert drop.count == reads + 2_000
+    assert growth < GROWTH_BOUND, f"traced memory grew by {growth} B over {reads} reads"
+
+
+def test_many_denied_reads_do_not_grow_memory() -> None:
+    """50,000 memoised denials (a new exception each, sharing one denial's details) leave
+    traced memory where it was."""
+    drop = DropSink()
+    audit = Audit([drop], capacity=256)
+    engine = Engine(make_register(), clock=lambda: NOW, audit=audit)
+    record_ = lead()
+    block = processing("newsletter.product", actor="memory", engine=engine)
+    reads = 50_000
+
+    def run() -> None:
+        with block:
+            for _ in range(reads):
+                with contextlib.suppress(ProcessingDenied):
+                    _ = record_.email
+
+    run()
+    growth = _traced_growth(run)
+    assert drop.count == 2 * reads
+    assert growth < GROWTH_BOUND / 4, f"traced memory grew by {growth} B over {reads} denials"
+
+
+def test_reads_keep_reference_counts_balanced(engine: Engine, mode: Any) -> None:
+    """Memoised reads, allowed and denied, take no lasting reference to the guard, the
+    record, its memo, the denial details, the active block state or the clock once the audit
+    buffer is drained."""
+    clock = Clock(NOW)
+    record_ = lead()
+    guard = Lead.__dict__["email"]
+    audit = engine.audit
+    assert isinstance(audit, Audit)
+    for purpose in ("client.contract", "newsletter.product"):
+        with processing(purpose, actor="a", engine=engine, mode=mode, clock=clock):
+            for _ in range(3):
+                outcome(lambda: record_.email)
+            audit.flush()
+            active = _CURRENT.get()
+            extra: Any = record_.field_tags
+            memo = extra.memo[guard.index]
+            details = (extra.denials or {}).get(guard.index)
+            watched = [guard, record_, memo, active, clock]
+            if details is not None:
+                watched += details  # the memo again, and the DenialDetails
+            gc.collect()
+            before = [sys.getrefcount(item) for item in watched]
+            for _ in range(1000):
+                outcome(lambda: record_.email)
+            audit.flush()
+            gc.collect()
+            after = [sys.getrefcount(item) for item in watched]
+        assert after == before
+
+
+# =========================================================================== 4. build and twin
+
+
+def test_the_compiled_read_path_is_loaded_when_required() -> None:
+    """With PURPOSELIMIT_REQUIRE_COMPILED set (CI sets it), the C extension must be loaded:
+    a build that silently failed, or a run that disabled it, fails here."""
+    required = os.environ.get("PURPOSELIMIT_REQUIRE_COMPILED", "")
+    if required in ("", "0"):
+        pytest.skip("PURPOSELIMIT_REQUIRE_COMPILED is not set: the pure-Python path is allowed")
+    assert BUILT, (
+        "purposelimit._speedups was not built (is a C compiler installed? reinstall with "
+        "`pip install -e .`): PURPOSELIMIT_REQUIRE_COMPILED requires it"
+    )
+    assert COMPILED, (
+        "purposelimit._speedups is built but not loaded (PURPOSELIMIT_PURE_PYTHON="
+        f"{os.environ.get('PURPOSELIMIT_PURE_PYTHON', '')!r}): PURPOSELIMIT_REQUIRE_COMPILED "
+        "requires the compiled read path"
+    )
+    from purposelimit._records import _Guard
+
+    assert issubclass(_Guard, SPEEDUPS.Guard)
+    assert issubclass(processing, SPEEDUPS.Block)
+
+
+def test_the_in_process_tests_pass_under_the_pure_python_read_path() -> None:
+    """This file's in-process tests also pass when run with PURPOSELIMIT_PURE_PYTHON=1 (in a
+    subprocess): they pin the reference's behaviour, not the C code's."""
+    if os.environ.get(TWIN):
+        pytest.skip("this is the twin run")
+    if not COMPILED:
+        pytest.skip("this process already runs the pure-Python read path")
+    env = _environment(pure=True)
+    env[TWIN] = "1"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            __file__,
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-x",
+            "-k",
+            "not differential and not pure_python_read_path",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
+from ._compiled import SPEEDUPS
 from ._errors import AuditError, ConfigurationError
 from ._model import Decision, Reason
 
@@ -162,6 +163,28 @@ class AuditEvent:
             f"monitored={'true' if self.monitored else 'false'} "
             f"register={self.register_version or '-'} hash={self.register_hash or '-'}"
         )
+
+
+def _event_maker() -> Callable[..., AuditEvent]:
+    """What the drain builds events with: :class:`AuditEvent`, or its compiled twin.
+
+    The compiled one sets the slots in field order, which is all ``__init__``
+    does while no field has a validator, converter or factory and the class no
+    ``__attrs_post_init__``; otherwise the class itself is used.
+    """
+    fields = attrs.fields(AuditEvent)
+    plain = all(
+        f.init and f.validator is None and f.converter is None and f.default is attrs.NOTHING
+        for f in fields
+    )
+    if SPEEDUPS is None or not plain or hasattr(AuditEvent, "__attrs_post_init__"):
+        return AuditEvent
+    SPEEDUPS.configure_events(AuditEvent, tuple(f.name for f in fields))
+    return SPEEDUPS.new_event  # type: ignore[no-any-return]  # the compiled AuditEvent(...)
+
+
+#: Builds an :class:`AuditEvent` from its field values, in field order.
+_new_event: Callable[..., AuditEvent] = _event_maker()
 
 
 @runtime_checkable
@@ -501,7 +524,7 @@ class Audit:
             decision = memo[5]
             allowed = memo[4]
             append(
-                AuditEvent(
+                _new_event(
                     from_timestamp(stamp, UTC),
                     actor,
                     purpose,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-import os
 import threading
 import time
 import weakref
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, cast
 import attrs
 
 from ._audit import Audit, Mode, resolve_audit
+from ._compiled import COMPILED, SPEEDUPS
 from ._engine import EPOCH
 from ._errors import AuditError, ConfigurationError, NaiveDatetimeError
 from ._model import CategoryDecision, Decision, Reason
@@ -55,35 +55,6 @@ _R = TypeVar("_R")
 
 _MODES = ("enforce", "monitor")
 _DECISION_CACHE = 4096
-
-
-def _load_speedups() -> Any:
-    """The compiled read path (``purposelimit._speedups``), or ``None``.
-
-    ``None`` when it was not built (no C compiler at install time), in a
-    sub-interpreter (its state is the main interpreter's), or when the
-    environment variable ``PURPOSELIMIT_PURE_PYTHON`` is set to anything but
-    ``""`` or ``"0"``; the pure-Python read path, the reference, is used then.
-    """
-    if os.environ.get("PURPOSELIMIT_PURE_PYTHON", "") not in ("", "0"):
-        return None
-    try:
-        from . import _speedups
-    except ImportError:
-        return None
-    return _speedups if _speedups.in_main_interpreter() else None
-
-
-#: The compiled read path, or ``None`` where the pure-Python one runs.
-SPEEDUPS: Any = _load_speedups()
-
-#: Whether reads of personal fields and ``processing`` blocks run the compiled
-#: read path (``purposelimit/_speedups.c``, built at install time where a C
-#: compiler is available) rather than the pure-Python one. Both decide, audit
-#: and raise alike; the compiled one is about three times faster
-#: (docs/performance.md). ``PURPOSELIMIT_PURE_PYTHON=1`` in the environment
-#: before import selects the pure-Python one.
-COMPILED: bool = SPEEDUPS is not None
 
 
 # --------------------------------------------------------------------------- the public scope

@@ -32,9 +32,9 @@ import attrs
 from typing_extensions import dataclass_transform
 
 from ._audit import Audit, Memo
+from ._compiled import SPEEDUPS
 from ._context import (
     _CURRENT,
-    SPEEDUPS,
     Active,
     default_mode,
     fallback_audit,

@@ -803,11 +803,80 @@ static PyTypeObject BlockType = {
     .tp_methods = block_methods,
 };
 
+/* ------------------------------------------------------------------------- audit events */
+
+/* Set by configure_events(): AuditEvent, a frozen slotted attrs class whose fields
+   have no validator, converter or default to apply (checked by the caller). */
+#define MAX_EVENT_FIELDS 32
+static PyTypeObject *event_type = NULL;
+static Py_ssize_t event_offsets[MAX_EVENT_FIELDS];
+static Py_ssize_t event_fields = 0;
+
+static PyObject *
+configure_events(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *cls, *names;
+    if (!main_interpreter()) {
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!O!:configure_events", &PyType_Type, &cls, &PyTuple_Type,
+                          &names)) {
+        return NULL;
+    }
+    Py_ssize_t count = PyTuple_GET_SIZE(names);
+    if (count == 0 || count > MAX_EVENT_FIELDS) {
+        PyErr_SetString(PyExc_ValueError, "configure_events: 1 to 32 field names");
+        return NULL;
+    }
+    Py_ssize_t offsets[MAX_EVENT_FIELDS];
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        if (!PyUnicode_Check(name)) {
+            PyErr_SetString(PyExc_TypeError, "configure_events: field names are strings");
+            return NULL;
+        }
+        if (slot_offset(cls, name, &offsets[i]) < 0) {
+            return NULL;
+        }
+    }
+    memcpy(event_offsets, offsets, sizeof(offsets[0]) * (size_t)count);
+    event_fields = count;
+    Py_XSETREF(event_type, (PyTypeObject *)Py_NewRef(cls));
+    Py_RETURN_NONE;
+}
+
+/* new_event(*values): an AuditEvent with its fields set in order, as its __init__ would. */
+static PyObject *
+new_event(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_events() comes first");
+        return NULL;
+    }
+    if (nargs != event_fields) {
+        PyErr_Format(PyExc_TypeError, "new_event takes %zd values (%zd given)", event_fields,
+                     nargs);
+        return NULL;
+    }
+    PyObject *event = event_type->tp_alloc(event_type, 0);
+    if (event == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        SLOT(event, event_offsets[i]) = Py_NewRef(args[i]);
+    }
+    return event;
+}
+
 /* ------------------------------------------------------------------------- module */
 
 static PyMethodDef module_methods[] = {
     {"configure_blocks", configure_blocks, METH_VARARGS,
      "configure_blocks(var, Active, epoch, close, refuse_exit, enter, exit)"},
+    {"configure_events", configure_events, METH_VARARGS,
+     "configure_events(AuditEvent, field_names)"},
+    {"new_event", (PyCFunction)(void (*)(void))new_event, METH_FASTCALL,
+     "new_event(*values)\n--\n\nAn AuditEvent with its fields set in order."},
     {"in_main_interpreter", in_main_interpreter, METH_NOARGS,
      "in_main_interpreter()\n--\n\nWhether this is the main interpreter (the only one "
      "the module configures itself in)."},

@@ -459,3 +459,61 @@ def test_no_event_or_denial_ever_holds_a_value(
         texts += [str(event), repr(event), json.dumps(event.to_dict())]
     assert sink.events
     assert not any(secret in text for text in texts)
+
+
+# --------------------------------------------------------------------------- building events
+
+
+@given(
+    actor=st.none() | st.text(max_size=8),
+    allowed=st.booleans(),
+    monitored=st.booleans(),
+    version=st.none() | st.text(max_size=8),
+    stamp=st.floats(min_value=0, max_value=4e9),
+)
+def test_the_drain_builds_the_same_events_as_the_class(
+    actor: str | None, allowed: bool, monitored: bool, version: str | None, stamp: float
+) -> None:
+    """The drain's event maker (the compiled one where it runs) gives the event
+    ``AuditEvent(...)`` gives: equal, same hash, frozen, printable, pickled alike."""
+    import pickle
+
+    import attrs
+
+    from purposelimit._audit import AuditEvent, _new_event
+
+    values = (
+        datetime.fromtimestamp(stamp, UTC),
+        actor,
+        "prospection.postal",
+        "client.contract",
+        "Lead",
+        "ps-0123",
+        "name",
+        "identity.name",
+        allowed,
+        Reason.SAME_PURPOSE if allowed else Reason.INCOMPATIBLE,
+        "purpose:client.contract",
+        "monitor" if monitored else "enforce",
+        monitored,
+        version,
+        None,
+    )
+    built = _new_event(*values)
+    expected = AuditEvent(*values)
+    assert type(built) is AuditEvent
+    assert built == expected
+    assert hash(built) == hash(expected)
+    assert attrs.astuple(built, recurse=False) == values
+    assert str(built) == str(expected)
+    assert pickle.loads(pickle.dumps(built)) == expected
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        built.actor = "someone else"  # type: ignore[misc]  # frozen: the point of the test
+
+
+def test_the_event_maker_refuses_a_wrong_number_of_values() -> None:
+    """Too few or too many values is a TypeError, never a half-built event."""
+    from purposelimit._audit import _new_event
+
+    with pytest.raises(TypeError):
+        _new_event(datetime.now(UTC))

@@ -76,6 +76,7 @@ sys.path.insert(0, str(HERE))
 import bench_consent_lookup  # noqa: E402  # the sibling benchmark, reused
 import bench_filter  # noqa: E402  # the sibling benchmark, reused
 
+import purposelimit  # noqa: E402
 from purposelimit import (  # noqa: E402
     Audit,
     AuditEvent,
@@ -1236,6 +1237,7 @@ def machine() -> dict[str, str]:
         "cpu": cpu,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "read_path": "compiled" if purposelimit.COMPILED else "pure-Python",
         **versions,
     }
 
@@ -1276,7 +1278,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"purposelimit benchmarks: Python {info['python']}, {info['cpus']} CPUs ({info['cpu']}); "
         f"attrs {info['attrs']}, cattrs {info['cattrs']}, casbin {info['casbin']}, "
-        f"vakt {info['vakt']}"
+        f"vakt {info['vakt']}; {info['read_path']} read path"
     )
     results = Results()
     started = time.perf_counter()

@@ -41,9 +41,9 @@ import pytest
 
 import purposelimit
 from purposelimit._audit import Audit, InMemoryAuditSink
+from purposelimit._compiled import SPEEDUPS
 from purposelimit._context import (
     _CURRENT,
-    SPEEDUPS,
     _PyBlock,
     current_processing,
     processing,
@@ -1674,9 +1674,22 @@ def test_the_compiled_read_path_is_loaded_when_required() -> None:
     assert issubclass(processing, SPEEDUPS.Block)
 
 
+#: The test files of the read path, run again under the pure-Python read path.
+READ_PATH_TESTS = (
+    "tests/test_records.py",
+    "tests/test_context.py",
+    "tests/test_fast_paths.py",
+    "tests/test_side_doors.py",
+    "tests/test_concurrency.py",
+    "tests/test_audit.py",
+    "tests/test_testing.py",
+)
+
+
 def test_the_in_process_tests_pass_under_the_pure_python_read_path() -> None:
-    """This file's in-process tests also pass when run with PURPOSELIMIT_PURE_PYTHON=1 (in a
-    subprocess): they pin the reference's behaviour, not the C code's."""
+    """This file's in-process tests and the read path's test files also pass when run with
+    PURPOSELIMIT_PURE_PYTHON=1 (in a subprocess): they pin the reference's behaviour, not the
+    C code's, and the pure-Python path is what runs where no C compiler was available."""
     if os.environ.get(TWIN):
         pytest.skip("this is the twin run")
     if not COMPILED:
@@ -1689,6 +1702,7 @@ def test_the_in_process_tests_pass_under_the_pure_python_read_path() -> None:
             "-m",
             "pytest",
             __file__,
+            *READ_PATH_TESTS,
             "-q",
             "-p",
             "no:cacheprovider",
@@ -1704,3 +1718,735 @@ def test_the_in_process_tests_pass_under_the_pure_python_read_path() -> None:
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout
+
+
+# =========================================================================== 5. review findings
+#
+# Regression tests for the bugs an adversarial review of the compiled read path found (each
+# one reproduced by a script run on both implementations). They run with whichever
+# implementation is loaded (and again in the pure-Python twin run); a scenario whose bug was a
+# crash runs in a fresh interpreter, so that a segfault fails its test instead of the run.
+
+
+def _run_isolated(script: str, *args: str) -> Any:
+    """Run *script* in a fresh interpreter on this process's read path (compiled or pure), with
+    this file importable as ``base``; return the JSON object its last output line holds. A
+    crash fails here with its exit status instead of killing the test run."""
+    import textwrap
+
+    here = Path(__file__).resolve()
+    prelude = f"import sys\nsys.path.insert(0, {str(here.parent)!r})\nimport {here.stem} as base\n"
+    result = subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(script), *args],
+        cwd=ROOT,
+        env=_environment(pure=not COMPILED),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    status = result.returncode
+    assert status == 0, (
+        f"the isolated run failed (exit status {status}"
+        + (f": killed by signal {-status}" if status < 0 else "")
+        + f"):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+#: A clock that, on a memoised read, swaps the record's class from a throwaway subclass back
+#: to the record class and collects: the subclass, now referenced by nothing but the read in
+#: progress, must stay alive until that read is over. With "spy", `_settle` records the class
+#: the stale read hands it.
+CLASS_FREED_BY_THE_CLOCK = r"""
+import gc
+import json
+import weakref
+from datetime import timedelta
+
+import purposelimit._records as records_module
+from purposelimit import ProcessingDenied, processing
+
+seen = {}
+state = {"armed": False, "now": base.NOW}
+
+
+def clock():
+    if state["armed"]:
+        state["armed"] = False
+        record_.__class__ = base.Lead  # drops the record's reference to Sub
+        gc.collect()  # Sub (a cycle: its MRO) is freed here unless the read holds it
+        seen["alive_in_clock"] = sub_ref() is not None
+    return state["now"]
+
+
+if sys.argv[1:] == ["spy"]:
+    settle = records_module._settle
+
+    def spy_settle(guard, obj, objtype, active, memo):
+        seen["objtype"] = objtype.__name__
+        return settle(guard, obj, objtype, active, memo)
+
+    records_module._settle = spy_settle
+
+
+def make():
+    class Sub(base.Lead):
+        __slots__ = ()
+
+    return base.lead(cls=Sub)
+
+
+sink = base.InMemoryAuditSink()
+engine = base.Engine(base.make_register(), clock=clock, audit=base.Audit([sink]))
+record_ = make()
+sub_ref = weakref.ref(type(record_))
+with processing("client.contract", actor="t", engine=engine):
+    seen["first"] = record_.name  # memoised
+    state["now"] = base.NOW + timedelta(days=400)  # past retention: the memo is stale
+    state["armed"] = True
+    try:
+        seen["second"] = ["read", record_.name]
+    except ProcessingDenied as error:
+        seen["second"] = ["denied", error.reason.value]
+gc.collect()
+seen["class_now"] = type(record_).__name__
+seen["freed_after"] = sub_ref() is None
+seen["events"] = [[e.record_type, e.field, e.allowed, e.reason.value] for e in sink.events]
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("spy", [False, True], ids=["plain", "spy-on-settle"])
+def test_a_class_freed_by_the_clock_mid_read_stays_alive_until_the_read_ends(spy: bool) -> None:
+    """A clock that swaps a record's ``__class__`` from a throwaway subclass back to the record
+    class and collects the subclass in the middle of a memoised read does not crash it (the read
+    holds the class it was given until it ends): the subclass is alive after the collection,
+    the stale memo is decided again (retention expired, denied and audited) with that class
+    handed to ``_settle``, and once the read is over the subclass is freed."""
+    seen = _run_isolated(CLASS_FREED_BY_THE_CLOCK, *(["spy"] if spy else []))
+    assert seen.pop("objtype", "Sub") == "Sub"
+    assert seen == {
+        "alive_in_clock": True,
+        "first": "Ada",
+        "second": ["denied", "retention-expired"],
+        "class_now": "Lead",
+        "freed_after": True,
+        "events": [
+            ["Lead", "name", True, "same-purpose"],
+            ["Lead", "name", False, "retention-expired"],
+        ],
+    }
+
+
+#: A clock that binds a guard of Lead again, mid-read, to a record class whose `field_tags`
+#: slot lies far beyond the end of a Lead instance.
+REBIND_BY_THE_CLOCK = r"""
+import json
+
+from purposelimit import ProcessingDenied, processing
+
+namespace = {"__annotations__": {f"f{i}": object for i in range(60)}}
+namespace.update({f"f{i}": None for i in range(60)})
+Big = base.record(type("Big", (), namespace))
+guard = base.Lead.__dict__["name"]
+state = {"armed": False}
+
+
+def clock():
+    if state["armed"]:
+        state["armed"] = False
+        guard._bind(Big)
+        _ = [bytearray(64) for _ in range(1000)]
+    return base.NOW
+
+
+def outcome(action):
+    try:
+        return ["read", action()]
+    except ProcessingDenied as error:
+        return ["denied", error.reason.value]
+    except Exception as error:
+        return ["raised", type(error).__name__, str(error)]
+
+
+audit = base.Audit([base.InMemoryAuditSink()])
+engine = base.Engine(base.make_register(), clock=clock, audit=audit)
+record_ = base.lead()
+result = {"bigger": Big.__basicsize__ > base.Lead.__basicsize__ + 8 * 50}
+with processing("newsletter.product", actor="t", engine=engine):
+    result["first"] = outcome(lambda: record_.name)
+    state["armed"] = True
+    result["rebound"] = outcome(lambda: record_.name)
+    result["after"] = outcome(lambda: record_.name)
+result["again"] = outcome(lambda: guard._bind(base.Lead))
+result["elsewhere"] = outcome(lambda: guard._bind(Big))
+with processing("client.contract", actor="t", engine=engine):
+    result["allowed"] = [outcome(lambda: record_.name) for _ in range(2)]
+print(json.dumps(result))
+"""
+
+
+def test_a_guard_is_bound_once_even_from_inside_a_read() -> None:
+    """Compiled path: ``guard._bind(...)`` on a guard already bound raises RuntimeError("a guard
+    is bound once, to its record class") — from a clock in the middle of a read (the read then
+    raises it, without reading past the record) as at top level, to its own class or another —
+    and the guard goes on reading its own record class's slots."""
+    if not COMPILED:
+        pytest.skip("the pure-Python read path is running: its _bind does nothing")
+    bound_once = ["raised", "RuntimeError", "a guard is bound once, to its record class"]
+    result = _run_isolated(REBIND_BY_THE_CLOCK)
+    assert result == {
+        "bigger": True,
+        "first": ["denied", "consent-missing"],
+        "rebound": bound_once,
+        "after": ["denied", "consent-missing"],
+        "again": bound_once,
+        "elsewhere": bound_once,
+        "allowed": [["read", "Ada"], ["read", "Ada"]],
+    }
+
+
+class NanVersionStore(InMemoryStore):
+    """An InMemoryStore whose ``version`` is always the same NaN object: not equal to itself."""
+
+    NAN = float("nan")
+
+    @property
+    def version(self) -> Any:
+        return self.NAN
+
+    @version.setter
+    def version(self, value: Any) -> None:
+        pass
+
+
+def test_a_store_version_never_equal_to_itself_is_decided_at_every_read(
+    sink: InMemoryAuditSink,
+) -> None:
+    """A store whose ``version`` is one NaN object (``==`` says it is not equal to itself)
+    never validates a memo: the compiled path, like Python's ``memo[3] == version``, takes no
+    identity shortcut, so every read is decided again by ``_read``, and an objection recorded
+    in the middle of a block denies the very next read (``objection``)."""
+    from purposelimit._model import Objection
+
+    register = Register(
+        [
+            Purpose(
+                "client.contract",
+                "Contracts",
+                "Managing contracts",
+                "contract",
+                Retention("P1Y"),
+                categories=["identity", "contact"],
+            ),
+            Purpose(
+                "prospection.postal",
+                "Postal offers",
+                "Offers by post",
+                "legitimate-interests",
+                Retention("P1Y"),
+                categories=["identity", "contact"],
+                direct_marketing=True,
+            ),
+        ],
+        [DataCategory("identity"), DataCategory("contact"), DataCategory("contact.email")],
+        [
+            Compatibility(
+                "contract-to-postal",
+                "client.contract",
+                "prospection.postal",
+                "compatible",
+                link="same customers",
+                context="told at checkout",
+                nature="name and address",
+                consequences="postal mail",
+                safeguards=["objection offered"],
+            )
+        ],
+    )
+    store = NanVersionStore()
+    engine = Engine(register, store, clock=lambda: NOW, audit=Audit([sink]))
+    record_ = lead()
+    with processing("prospection.postal", actor="a", engine=engine):
+        first = outcome(lambda: record_.name)
+        again = [reference_calls(lambda: record_.name) for _ in range(2)]
+        store.record(Objection("lead-1", at=NOW - timedelta(days=1)))
+        after, calls = reference_calls(lambda: record_.name)
+    assert first == "Ada"
+    for value, counts in again:
+        assert value == "Ada"
+        assert counts["read"] == 1  # decided again: the memo never matches the version
+    assert isinstance(after, ProcessingDenied)
+    assert after.reason is Reason.OBJECTION
+    assert calls["read"] == 1
+    assert [(e.allowed, e.reason) for e in sink.events] == [(True, Reason.COMPATIBLE)] * 3 + [
+        (False, Reason.OBJECTION)
+    ]
+
+
+class CountingBuffer(list[Any]):
+    """An audit buffer that is a list subclass (an instrumented one): it records the number
+    of items each ``extend`` adds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.extends: list[int] = []
+
+    def extend(self, items: Any) -> None:
+        items = list(items)
+        self.extends.append(len(items))
+        super().extend(items)
+
+
+@pytest.mark.parametrize("purpose", ["client.contract", "newsletter.product"])
+def test_an_audit_buffer_that_is_a_list_subclass_is_extended_like_a_list(
+    sink: InMemoryAuditSink, mode: Any, purpose: str
+) -> None:
+    """An audit buffer that is a list subclass is used like a list by both read paths: a first
+    read and a memoised one, allowed or denied, each return their value (or raise their denial
+    in enforce mode) and add one entry through the buffer's own ``extend`` (its four items);
+    two reads, two audit events."""
+    audit = Audit([sink])
+    buffer = CountingBuffer()
+    audit._buffer = buffer
+    engine = Engine(make_register(), clock=lambda: NOW, audit=audit)
+    record_ = lead()
+    denied = purpose == "newsletter.product" and mode == "enforce"
+    with processing(purpose, actor="a", engine=engine, mode=mode):
+        for count in (1, 2):
+            result = outcome(lambda: record_.email)
+            if denied:
+                assert isinstance(result, ProcessingDenied)
+                assert result.reason is Reason.CONSENT_MISSING
+            else:
+                assert result == SECRET
+            assert buffer.extends == [4] * count
+            assert audit.buffered == count
+    assert audit._buffer is buffer
+    assert buffer == []
+    assert [(e.field, e.allowed, e.mode) for e in sink.events] == [
+        ("email", purpose == "client.contract", mode)
+    ] * 2
+
+
+def test_a_block_whose_activate_returns_an_active_subclass_enters_and_exits(
+    engine: Engine, sink: InMemoryAuditSink
+) -> None:
+    """A ``processing`` subclass whose ``_activate`` returns (and keeps) an ``Active`` subclass
+    enters, reads (first and memoised reads), has a plain block nested in it, is nested in one,
+    and exits, again and again, as with an exact ``Active``."""
+    from purposelimit._context import Active
+
+    class ExtendedActive(Active):
+        __slots__ = ("extra",)
+
+    class ExtendedProcessing(processing):
+        __slots__ = ()
+
+        def _activate(self) -> Active:
+            active = super()._activate()
+            cache = self._cache
+            assert cache is not None
+            extended = ExtendedActive(active.scope, active.runtime, self)
+            self._cache = (cache[0], extended)  # kept: later entries reuse it
+            return extended
+
+    block = ExtendedProcessing("client.contract", actor="a", engine=engine)
+    outer = processing("prospection.postal", actor="outer", engine=engine)
+    record_ = lead()
+    for _ in range(3):
+        with block as scope:
+            assert (scope.purpose, scope.actor) == ("client.contract", "a")
+            assert type(_CURRENT.get()) is ExtendedActive
+            assert [record_.name, record_.name] == ["Ada", "Ada"]
+            with outer:
+                assert _purpose() == "prospection.postal"
+                assert record_.name == "Ada"
+            assert type(_CURRENT.get()) is ExtendedActive
+        assert current_processing() is None
+        with outer:
+            with block:
+                assert _purpose() == "client.contract"
+                assert record_.email == SECRET
+            assert _purpose() == "prospection.postal"
+        assert current_processing() is None
+    assert [(e.actor, e.field) for e in sink.events] == [
+        ("a", "name"),
+        ("a", "name"),
+        ("outer", "name"),
+        ("a", "email"),
+    ] * 3
+
+
+def _copies(block: processing) -> Iterator[tuple[str, processing]]:
+    import copy
+
+    yield "copy", copy.copy(block)
+    yield "deepcopy", copy.deepcopy(block)
+    try:
+        data = pickle.dumps(block)
+    except (TypeError, AttributeError, pickle.PicklingError):
+        return  # the engine (or clock) does not pickle
+    yield "pickle", pickle.loads(data)
+
+
+@pytest.mark.parametrize("with_engine", [True, False], ids=["engine", "default-engine"])
+def test_a_copied_or_pickled_processing_object_is_a_fresh_block(
+    engine: Engine, sink: InMemoryAuditSink, clock: Clock, with_engine: bool
+) -> None:
+    """``copy.copy``, ``copy.deepcopy`` and a pickle round trip (when the engine pickles; a block
+    resolving the default engine always does) of a ``processing`` object already entered —
+    prepared, nested in itself, even still active — give a new block with the same purpose,
+    actor, mode, engine and clock and nothing prepared: it enters and exits on its own (alone,
+    inside the original, around it, while the original is active), and after its ``with``
+    statement no purpose is left bound: a read outside any block is denied ``no-purpose``."""
+    original = processing(
+        "client.contract",
+        actor="a",
+        engine=engine if with_engine else None,
+        mode="monitor",
+        clock=clock if with_engine else None,
+    )
+    record_ = lead()
+    with set_engine(engine):
+        with original, original:
+            assert record_.name == "Ada"
+        assert original._cache is not None
+        assert original._nested is not None
+        made = list(_copies(original))
+        with original:
+            made += [(f"{kind} of an active block", new) for kind, new in _copies(original)]
+        assert [kind for kind, _ in made][:2] == ["copy", "deepcopy"]
+        if not with_engine:
+            assert "pickle" in dict(made)
+        for kind, new in made:
+            assert type(new) is processing, kind
+            assert new is not original, kind
+            assert (new.purpose, new.actor, new.mode) == ("client.contract", "a", "monitor")
+            assert new.engine is original.engine, kind
+            assert new.clock is original.clock, kind
+            assert (new._cache, new._nested) == (None, None), kind
+            with new as scope:
+                assert (scope.purpose, scope.actor, scope.mode) == (
+                    "client.contract",
+                    "a",
+                    "monitor",
+                )
+                assert record_.email == SECRET
+            assert current_processing() is None, kind
+            with original:
+                with new:
+                    assert _CURRENT.get().block is new  # type: ignore[union-attr]
+                assert _CURRENT.get().block is original  # type: ignore[union-attr]
+            with new:
+                with original:
+                    assert record_.name == "Ada"
+                assert _CURRENT.get().block is new  # type: ignore[union-attr]
+            with original:
+                pass
+            assert current_processing() is None, kind
+            denied = outcome(lambda: record_.name)
+            assert isinstance(denied, ProcessingDenied), kind
+            assert denied.reason is Reason.NO_PURPOSE
+    audit = engine.audit
+    assert isinstance(audit, Audit)
+    audit.flush()
+    assert [e.reason for e in sink.events].count(Reason.NO_PURPOSE) == len(made)
+    assert {e.actor for e in sink.events if e.reason is not Reason.NO_PURPOSE} == {"a"}
+
+
+def test_a_guards_member_is_set_once(engine: Engine) -> None:
+    """Compiled path: a guard's ``_member`` (the slot its reads return) is set once, by its
+    ``__init__``; setting it again — to another field's slot or to its own — raises
+    AttributeError, and the guard goes on returning its own field, on first and memoised reads
+    alike."""
+    if not COMPILED:
+        pytest.skip("the pure-Python read path is running: reads use _get, not _member")
+
+    @record
+    class Pair:
+        name: str = personal("identity")
+        email: str = personal("contact.email")
+
+    name_guard: Any = Pair.__dict__["name"]
+    email_guard: Any = Pair.__dict__["email"]
+    with pytest.raises(AttributeError, match="set once"):
+        name_guard._member = email_guard._member
+    with pytest.raises(AttributeError, match="set once"):
+        name_guard._member = name_guard._member
+    make: Any = Pair
+    record_ = make("Ada", SECRET, subject="lead-1", collection=CONTRACT, collected_at=T0)
+    with processing("client.contract", actor="a", engine=engine):
+        assert [record_.name for _ in range(3)] == ["Ada"] * 3
+        assert [record_.email for _ in range(3)] == [SECRET] * 3
+
+
+def test_exit_takes_keyword_arguments_and_has_a_signature(
+    engine: Engine, sink: InMemoryAuditSink
+) -> None:
+    """``__exit__`` called with keywords (``exc_type=``, ``exc=``, ``tb=``), or with positional
+    and keyword arguments mixed, exits the block as a ``with`` statement does (the audit buffer
+    drained); a wrong call raises TypeError and leaves the block active; ``inspect.signature``
+    gives both methods' parameters, on the class and on a block."""
+    import inspect
+
+    block: Any = processing("client.contract", actor="a", engine=engine)  # called loosely
+    record_ = lead()
+    block.__enter__()
+    assert record_.name == "Ada"
+    block.__exit__(exc_type=None, exc=None, tb=None)
+    assert current_processing() is None
+    assert fields_of(sink) == ["name"]
+    block.__enter__()
+    assert record_.email == SECRET
+    block.__exit__(None, exc=None, tb=None)
+    assert current_processing() is None
+    assert fields_of(sink) == ["name", "email"]
+    block.__enter__()
+    for call in (
+        lambda: block.__exit__(None, None, None, None),
+        lambda: block.__exit__(None, None),
+        lambda: block.__exit__(None, None, exc=None),
+        lambda: block.__exit__(None, None, bogus=None),
+    ):
+        assert isinstance(outcome(call), TypeError)
+        assert _purpose() == "client.contract"
+    block.__exit__(None, None, None)
+    assert current_processing() is None
+    cls = type(block)
+    assert list(inspect.signature(cls.__exit__).parameters) == ["self", "exc_type", "exc", "tb"]
+    assert list(inspect.signature(block.__exit__).parameters) == ["exc_type", "exc", "tb"]
+    assert list(inspect.signature(cls.__enter__).parameters) == ["self"]
+    assert list(inspect.signature(block.__enter__).parameters) == []
+
+
+#: Importing purposelimit in a sub-interpreter, then using it in the main one, before and
+#: after the sub-interpreter is destroyed.
+SUB_INTERPRETER = r'''
+import json
+import os
+import tempfile
+
+import _xxsubinterpreters as interpreters
+
+import purposelimit
+from purposelimit import ProcessingDenied, current_processing, processing
+from purposelimit._context import _CURRENT
+
+sink = base.InMemoryAuditSink()
+engine = base.Engine(base.make_register(), clock=lambda: base.NOW, audit=base.Audit([sink]))
+record_ = base.lead()
+
+
+def check():
+    with processing("client.contract", actor="t", engine=engine):
+        scope = current_processing()
+        seen = [None if scope is None else scope.purpose, record_.name, record_.name]
+        seen.append(record_.email)
+    seen.append(current_processing() is None)
+    try:
+        record_.name
+    except ProcessingDenied as error:
+        seen.append(error.reason.value)
+    return seen
+
+
+result = {"main_compiled": purposelimit.COMPILED, "before": check()}
+report = os.path.join(tempfile.mkdtemp(), "sub.json")
+# Not isolated: it may import single-phase extension modules (3.12's default refuses them).
+interpreter = interpreters.create(isolated=False)
+interpreters.run_string(
+    interpreter,
+    f"""
+import json, sys
+sys.path[:0] = {sys.path!r}
+import purposelimit
+from purposelimit._context import SPEEDUPS
+with open({report!r}, "w") as out:
+    json.dump([purposelimit.COMPILED, SPEEDUPS is not None], out)
+""",
+)
+with open(report) as out:
+    result["sub"] = json.load(out)
+result["after_import"] = check()
+interpreters.destroy(interpreter)
+result["after_destroy"] = check()
+garbage = [bytearray(200) for _ in range(20000)]
+active = processing("client.contract", actor="t", engine=engine)._activate()
+token = _CURRENT.set(active)
+try:
+    result["set_by_hand"] = [record_.name, record_.email, record_.email]
+finally:
+    _CURRENT.reset(token)
+result["main_compiled_after"] = purposelimit.COMPILED
+print(json.dumps(result))
+'''
+
+
+def test_a_sub_interpreter_importing_purposelimit_leaves_the_main_one_working() -> None:
+    """Importing purposelimit in a sub-interpreter (``_xxsubinterpreters``) runs it on the
+    pure-Python read path there (``purposelimit.COMPILED`` is False: the extension does not
+    configure itself outside the main interpreter) and changes nothing in the main one: after
+    the import, and after the sub-interpreter is destroyed, ``with processing(...)`` binds its
+    purpose, guarded reads are allowed inside and denied ``no-purpose`` outside, and a block
+    set by hand reads too. Run in a fresh interpreter (a crash fails the test)."""
+    if importlib.util.find_spec("_xxsubinterpreters") is None:
+        pytest.skip("_xxsubinterpreters is not available in this Python")
+    result = _run_isolated(SUB_INTERPRETER)
+    working = ["client.contract", "Ada", "Ada", SECRET, True, "no-purpose"]
+    assert result == {
+        "main_compiled": COMPILED,
+        "before": working,
+        "sub": [False, False],
+        "after_import": working,
+        "after_destroy": working,
+        "set_by_hand": ["Ada", SECRET, SECRET],
+        "main_compiled_after": COMPILED,
+    }
+
+
+class HookClock(Clock):
+    """A Clock that runs `hook` once (then forgets it) before it answers."""
+
+    def __init__(self, now: datetime) -> None:
+        super().__init__(now)
+        self.hook: Callable[[], object] | None = None
+
+    def __call__(self) -> datetime:
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            hook()
+        return super().__call__()
+
+
+@pytest.mark.parametrize(
+    ("purpose", "mode"),
+    [
+        ("client.contract", "enforce"),
+        ("newsletter.product", "enforce"),
+        ("newsletter.product", "monitor"),
+    ],
+)
+def test_field_tags_deleted_by_the_clock_in_the_middle_of_a_read(
+    sink: InMemoryAuditSink, purpose: str, mode: Any
+) -> None:
+    """A clock that deletes the record's ``field_tags`` slot in the middle of a memoised read:
+    the read, audited already, returns the value when it is allowed or monitored; a denial in
+    enforce mode, whose details live on ``field_tags``, raises the AttributeError
+    ``obj.field_tags`` raises (not a denial made from nothing, not a crash)."""
+    clock = HookClock(NOW)
+    audit = Audit([sink])
+    engine = Engine(make_register(), clock=clock, audit=audit)
+    record_ = lead()
+    denied = purpose == "newsletter.product" and mode == "enforce"
+    with processing(purpose, actor="a", engine=engine, mode=mode):
+        first = outcome(lambda: record_.name)  # memoised
+        if denied:
+            assert isinstance(first, ProcessingDenied)
+        else:
+            assert first == "Ada"
+        clock.hook = lambda: object.__delattr__(record_, "field_tags")
+        result = outcome(lambda: record_.name)
+        assert clock.hook is None  # the read called the clock
+        assert audit.buffered == 2
+    assert isinstance(outcome(lambda: record_.field_tags), AttributeError)
+    if denied:
+        assert type(result) is AttributeError
+        assert "field_tags" in str(result)
+    else:
+        assert result == "Ada"
+    assert [(e.field, e.allowed, e.mode) for e in sink.events] == [
+        ("name", purpose == "client.contract", mode)
+    ] * 2
+
+
+@record
+class _Reordered(Lead):
+    """Lead with `name` declared again: no new slot (a Lead's ``__class__`` can become this
+    class), but its personal fields come in another order, so their memo indices differ."""
+
+    name: str = personal("identity")
+
+
+def test_a_class_swap_never_reuses_another_fields_decision() -> None:
+    """After ``obj.__class__`` becomes a class whose personal fields sit at other memo
+    indices, a field never reuses the decision memoised for another field: `email` (not
+    usable for `support`) stays denied although `name` was allowed at its index."""
+    register = Register(
+        [Purpose("support", "Support", "Support", "contract", Retention("P1Y"), ["identity"])],
+        [DataCategory("identity"), DataCategory("contact"), DataCategory("contact.email")],
+        [],
+    )
+    sink = InMemoryAuditSink()
+    engine = Engine(register, clock=lambda: NOW, audit=Audit([sink]))
+    assert Lead.__dict__["name"].index != _Reordered.__dict__["name"].index
+    record_ = Lead(
+        "Ada",
+        "ada@example.org",
+        subject="lead-1",
+        collection=Collection("support"),
+        collected_at=NOW - timedelta(days=1),
+    )
+    with processing("support", actor="test", engine=engine):
+        assert len(record_.name) == 3  # allowed: memoised at name's index
+        record_.__class__ = _Reordered
+        with pytest.raises(ProcessingDenied) as denied:
+            _ = record_.email  # the same index under the new class
+        assert denied.value.reason is Reason.EXCESSIVE
+        assert len(record_.name) == 3  # still allowed, decided again for its own index
+    assert [(e.field, e.category, e.allowed) for e in sink.events] == [
+        ("name", "identity", True),
+        ("email", "contact.email", False),
+        ("name", "identity", True),
+    ]
+
+
+def test_a_negative_memo_index_takes_the_python_path() -> None:
+    """A guard whose index was set negative (a private attribute) does not read outside the
+    memo list: the read goes to the Python reference, which raises IndexError or decides."""
+    outcome_ = _run_isolated(
+        """
+        import json
+        from purposelimit._records import _Guard
+        register = base.make_register()
+        engine = base.Engine(register, clock=lambda: base.NOW)
+        lead = base.lead()
+        guard = type(lead).__dict__["name"]
+        with base.processing("client.contract", actor="test", engine=engine):
+            lead.name
+            guard.index = -1
+            try:
+                value = lead.name
+                result = "read" if isinstance(value, str) else "other"
+            except Exception as error:
+                result = type(error).__name__
+        print(json.dumps(result))
+        """
+    )
+    assert outcome_ in ("read", "IndexError")
+
+
+def test_a_guard_without_its_slot_takes_the_python_path() -> None:
+    """A guard made without ``__init__`` (no `_member`) but bound to a record class never calls
+    a missing slot getter: the read raises AttributeError instead of crashing."""
+    outcome_ = _run_isolated(
+        """
+        import json
+        from purposelimit._records import _Guard
+        engine = base.Engine(base.make_register(), clock=lambda: base.NOW)
+        lead = base.lead()
+        guard = type(lead).__dict__["name"]
+        with base.processing("client.contract", actor="test", engine=engine):
+            lead.name  # memoised for the real guard
+            bare = _Guard.__new__(_Guard)
+            bare.index = guard.index
+            bare._bind(type(lead))
+            try:
+                bare.__get__(lead, type(lead))
+                result = "read"
+            except AttributeError:
+                result = "AttributeError"
+        print(json.dumps(result))
+        """
+    )
+    assert outcome_ == "AttributeError"

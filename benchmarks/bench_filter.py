@@ -5,7 +5,7 @@ reader and writer (same encoding, delimiter and line ending): what any tool
 that reads and rewrites the file must pay. ``filter`` decides every row and
 every column under the French preset, spools the excluded rows and writes the
 JSON report, and should run at no less than half the floor's speed
-(issue 3, "Speed").
+(the target of docs/performance.md).
 
 Usage::
 

@@ -3,7 +3,8 @@
 Exit codes (every command): 0 done; 1 bad input (a lead file, mapping,
 consents, objections or suppression file that cannot be used, a refused
 register for ``check``, a protocol request that could not be read for
-``decide``); 2 usage error (bad options, unreadable or refused register).
+``decide``); 2 usage error (bad options, unreadable or refused register);
+130 interrupted; 141 standard output closed by its reader (a broken pipe).
 
 Errors are one line on stderr naming the file, line and column; nothing is
 half-written: output files appear only once complete. No message, report or
@@ -1050,7 +1051,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments without the program name (default: ``sys.argv[1:]``).
 
     Returns:
-        0 done; 1 bad input; 2 usage error.
+        0 done; 1 bad input; 2 usage error; 130 interrupted; 141 standard output
+        closed by its reader (a broken pipe).
     """
     parser = build_parser()
     try:
@@ -1076,9 +1078,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err().write(f"{prefix}: error: {exc}\n")
         return 1
     except BrokenPipeError:
+        # The reader went away (`purposelimit check ... | head -1`): stop quietly with the
+        # status of a process killed by SIGPIPE, as other tools do, not 1 (bad input).
         with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115  # silence the interpreter's flush at exit
-        return 1
+        return 141
     except KeyboardInterrupt:
         _err().write(f"\n{prefix}: interrupted; no output was written\n")
         return 130

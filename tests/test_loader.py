@@ -1262,3 +1262,30 @@ def test_check_refuses_an_empty_register_file(
     err = capsys.readouterr().err
     assert f"{empty}:1:" in err
     assert "the file is empty" in err
+
+
+def test_a_reader_closing_the_pipe_is_not_bad_input(tmp_path: Path) -> None:
+    """``purposelimit check FILE | head -1``: the reader goes away; the command stops quietly
+    with 141 (SIGPIPE's status), not 1, which means the register was refused."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from purposelimit._cli import main\n"
+        "sys.stdout.close()\n"  # as when the reader of the pipe has gone
+        "class Gone:\n"
+        "    def write(self, text): raise BrokenPipeError(32, 'Broken pipe')\n"
+        "    def flush(self): pass\n"
+        "sys.stdout = Gone()\n"
+        "sys.exit(main(['check', 'examples/register.toml']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 141, result.stderr
+    assert result.stderr == ""

@@ -46,8 +46,8 @@ from ._bulk import (
     normalise_email,
     retention_sweep,
 )
+from ._compiled import COMPILED
 from ._context import (
-    COMPILED,
     EngineToken,
     ProcessingScope,
     current_processing,

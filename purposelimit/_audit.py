@@ -169,15 +169,21 @@ def _event_maker() -> Callable[..., AuditEvent]:
     """What the drain builds events with: :class:`AuditEvent`, or its compiled twin.
 
     The compiled one sets the slots in field order, which is all ``__init__``
-    does while no field has a validator, converter or factory and the class no
+    does while every field is positional, with no validator, converter or
+    default, and the class has no ``__attrs_pre_init__`` or
     ``__attrs_post_init__``; otherwise the class itself is used.
     """
     fields = attrs.fields(AuditEvent)
     plain = all(
-        f.init and f.validator is None and f.converter is None and f.default is attrs.NOTHING
+        f.init
+        and not f.kw_only
+        and f.validator is None
+        and f.converter is None
+        and f.default is attrs.NOTHING
         for f in fields
     )
-    if SPEEDUPS is None or not plain or hasattr(AuditEvent, "__attrs_post_init__"):
+    hooks = ("__attrs_pre_init__", "__attrs_post_init__")
+    if SPEEDUPS is None or not plain or any(hasattr(AuditEvent, hook) for hook in hooks):
         return AuditEvent
     SPEEDUPS.configure_events(AuditEvent, tuple(f.name for f in fields))
     return SPEEDUPS.new_event  # type: ignore[no-any-return]  # the compiled AuditEvent(...)

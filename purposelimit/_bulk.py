@@ -1630,7 +1630,7 @@ def filter_csv(
         report: a ``.json`` or ``.html`` report file (see docs/cli.md), if wanted.
         audit: a JSON Lines file to append the audit events to: one for the run
             and one per excluded row (ids, reason codes and pseudonyms only);
-            or a callable ``audit(summary, excluded)`` (an :data:`AuditWriter`)
+            or a callable ``audit(summary, excluded)``
             that records the run itself — the command line's ``--audit``
             writes a hash chain this way. Either way the audit is written once
             the output and report are complete and before they are renamed

@@ -33,6 +33,7 @@ from ._audit import AuditEvent
 from ._audit_chain import AUDIT_KEY_ENV, JsonLinesAuditSink, audit_key_from_env
 from ._bulk import (
     INVALID_ROW,
+    PSEUDONYM_KEY_ENV,
     FilterSummary,
     LeadMapping,
     Pseudonymiser,
@@ -196,6 +197,7 @@ def _cmd_filter(args: argparse.Namespace) -> int:
     try:
         register = _load_register(args)
         mapping = load_mapping(args.mapping)
+        pseudonymiser = Pseudonymiser()
         consents, withdrawals, objections, auths = _events(args, mapping.email)
         if audit is not None:
             audit.open_existing(_whole_file_purpose(args, mapping))
@@ -216,7 +218,7 @@ def _cmd_filter(args: argparse.Namespace) -> int:
             neutralise_formulas=args.neutralise_formulas,
             report=args.report,
             audit=audit,
-            pseudonymiser=Pseudonymiser(),
+            pseudonymiser=pseudonymiser,
             encoding=args.encoding,
             delimiter=args.delimiter,
             progress=_err() if _err().isatty() else None,
@@ -226,6 +228,12 @@ def _cmd_filter(args: argparse.Namespace) -> int:
     finally:
         if audit is not None:
             audit.close()
+    unlinkable = mapping.uses_pseudonyms and pseudonymiser.key_source != "environment"
+    if audit is not None and audit.written and unlinkable:
+        _say(
+            f"--audit: {PSEUDONYM_KEY_ENV} is not set: the subject pseudonyms in the audit "
+            "file use a key drawn for this run only and cannot be linked to other runs"
+        )
     _print_summary(summary, args.report, audit)
     return 0
 
@@ -269,6 +277,10 @@ class _ChainedAudit:
                 f"--audit: {exc}; or name another variable with --audit-key-env"
             ) from None
         here = os.path.abspath(path)
+        if os.path.isdir(path):
+            raise InputError(path, "is a folder: --audit names the audit file")
+        if not os.path.isdir(os.path.dirname(here)):
+            raise InputError(path, "its folder does not exist: nothing was written")
         others = [args.leads, args.out] + ([args.report] if args.report else [])
         if here in {os.path.abspath(str(o)) for o in others}:
             raise UsageError(

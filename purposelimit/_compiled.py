@@ -8,15 +8,21 @@ and the fallback.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
-__all__ = ["COMPILED", "SPEEDUPS"]
+__all__ = ["API", "COMPILED", "SPEEDUPS"]
+
+#: The version of the compiled module's interface this package expects
+#: (``SPEEDUPS_API`` in purposelimit/_speedups.c).
+API = 2
 
 
 def _load_speedups() -> Any:
     """The compiled read path (``purposelimit._speedups``), or ``None``.
 
-    ``None`` when it was not built (no C compiler at install time), in a
+    ``None`` when it was not built (no C compiler at install time), when it
+    was built from another version of the package (a warning says so), in a
     sub-interpreter (its state is the main interpreter's), or when the
     environment variable ``PURPOSELIMIT_PURE_PYTHON`` is set to anything but
     ``""`` or ``"0"``; the pure-Python read path, the reference, is used then.
@@ -25,7 +31,16 @@ def _load_speedups() -> Any:
         return None
     try:
         from . import _speedups
-    except ImportError:
+    except Exception:  # not built, or not loadable here (a warning made an error, ...)
+        return None
+    if getattr(_speedups, "API", None) != API:
+        warnings.warn(
+            "purposelimit: the compiled read path was built for another version of "
+            "purposelimit and is not used (rebuild it: pip install -e . in a checkout); "
+            "the pure-Python read path runs",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return None
     return _speedups if _speedups.in_main_interpreter() else None
 

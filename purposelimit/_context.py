@@ -480,6 +480,7 @@ def _close(active: Active, error: BaseException | None) -> None:
 
 
 def _new_processing(
+    cls: type[processing],
     purpose: str,
     actor: str,
     engine: Engine | None,
@@ -487,7 +488,7 @@ def _new_processing(
     clock: Callable[[], datetime] | None,
 ) -> processing:
     """Rebuild a ``processing`` object from its arguments (copies and pickles share nothing)."""
-    return processing(purpose, actor=actor, engine=engine, mode=mode, clock=clock)
+    return cls(purpose, actor=actor, engine=engine, mode=mode, clock=clock)
 
 
 def _refuse_exit(block: object) -> NoReturn:
@@ -641,15 +642,21 @@ class processing(_BlockBase):  # noqa: N801 - a lower-case name, like contextlib
         return f"processing({self.purpose!r}, actor={self.actor!r}, mode={self.mode!r})"
 
     def __copy__(self) -> processing:
-        """A new block with the same arguments (engine and clock shared), prepared anew."""
-        return _new_processing(self.purpose, self.actor, self._engine, self._mode, self.clock)
+        """A new block of the same class and arguments (engine and clock shared), prepared anew."""
+        return _new_processing(
+            type(self), self.purpose, self.actor, self._engine, self._mode, self.clock
+        )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> processing:
         """As :meth:`__copy__`: the engine is configuration, shared, and nothing prepared is."""
         return self.__copy__()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_new_processing, (self.purpose, self.actor, self._engine, self._mode, self.clock))
+        # Pickles when its engine and clock do (an Engine holds a lock: it does not).
+        return (
+            _new_processing,
+            (type(self), self.purpose, self.actor, self._engine, self._mode, self.clock),
+        )
 
     def _activate(self) -> Active:
         """The Active of an entry from outside any block (``previous`` is ``None``).

@@ -159,6 +159,13 @@ _TOO_LARGE = (
 )
 
 
+#: The problem of a file with nothing in it (GDPR art. 30: a record lists its processing).
+_NOTHING_DECLARED = (
+    "the file is empty (or holds {what}): a record of processing activities "
+    "(GDPR art. 30) declares its purposes. Is the file truncated?"
+)
+
+
 def _loads(text: str, fmt: Format, source: str | None, *, allow_preset: bool) -> Register:
     if len(text) > MAX_REGISTER_SIZE:
         raise RegisterError([RegisterProblem("", _TOO_LARGE, None, source)], source)
@@ -171,14 +178,9 @@ def _loads(text: str, fmt: Format, source: str | None, *, allow_preset: bool) ->
     if data is _UNPARSED:
         raise RegisterError(found, source)
     if isinstance(data, Mapping) and not data:
-        found.append(src.problem("", _NOTHING_DECLARED, 1))
+        what = "an empty object" if fmt == "json" else "only comments"
+        found.append(src.problem("", _NOTHING_DECLARED.format(what=what), 1))
     return _build(data, src, allow_preset=allow_preset, problems=found)
-
-
-_NOTHING_DECLARED = (
-    "the file is empty (or holds only comments): a record of processing activities "
-    "(GDPR art. 30) declares its purposes. Is the file truncated?"
-)
 
 
 def _parse_toml(text: str) -> tuple[Any, list[tuple[str, str, int | None]]]:

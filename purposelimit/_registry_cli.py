@@ -1193,7 +1193,8 @@ def _cmd_audit_stats(args: argparse.Namespace) -> int:
             reasons[e.reason.value] += 1
             purposes[e.purpose or "(none)"] += 1
             actors[e.actor or "(none)"] += 1
-            subjects.add(e.subject_ref)
+            if not e.subject_ref.startswith("run:"):  # `filter --audit`'s run entries
+                subjects.add(e.subject_ref)
             first = e.time if first is None or e.time < first else first
             last = e.time if last is None or e.time > last else last
     if args.format == "json":

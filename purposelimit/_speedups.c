@@ -40,6 +40,11 @@
 
 #define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
 
+/* What the Python side expects of this module (purposelimit/_compiled.py, API): a
+   build from another version of the package is not used. Bump it with any change
+   to the functions, classes or configure_*() arguments below. */
+#define SPEEDUPS_API 2
+
 /* Set by configure_blocks(). */
 static PyObject *current_var = NULL;     /* the ContextVar holding the active block */
 static PyTypeObject *active_type = NULL; /* purposelimit._context.Active */
@@ -273,15 +278,20 @@ guard_deny(PyObject *op, PyObject *obj, Py_ssize_t extra_offset, PyObject *activ
 {
     GuardObject *self = (GuardObject *)op;
     PyObject *extra = SLOT(obj, extra_offset);
-    if (extra == NULL) {
-        /* Deleted meanwhile: the AttributeError Python's `obj.field_tags` raises. */
+    int deleted = extra == NULL;
+    if (deleted) {
+        /* Deleted meanwhile: what Python's `obj.field_tags` gives (an AttributeError, or
+           what a class's __getattr__ returns instead, handed to _denial as is). */
         extra = PyObject_GetAttr(obj, str_field_tags);
-        Py_XDECREF(extra);
-        return;
+        if (extra == NULL) {
+            return;
+        }
     }
-    Py_INCREF(extra);
+    else {
+        Py_INCREF(extra);
+    }
     PyObject *args = NULL, *error = NULL;
-    if (Py_IS_TYPE(extra, extra_type)) {
+    if (!deleted && Py_IS_TYPE(extra, extra_type)) {
         PyObject *denials = SLOT(extra, e_denials);
         if (denials != NULL && PyDict_CheckExact(denials)) {
             PyObject *key = PyLong_FromSsize_t(self->index);
@@ -354,12 +364,20 @@ audit_entry(PyObject *buffer, PyObject *active, PyObject *guard, PyObject *memo,
     Py_ssize_t before = PyList_GET_SIZE(buffer);
     if (PyList_Append(buffer, active) < 0 || PyList_Append(buffer, guard) < 0 ||
         PyList_Append(buffer, memo) < 0 || PyList_Append(buffer, now) < 0) {
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject *raised = PyErr_GetRaisedException();
+#else
         PyObject *type, *value, *traceback;
         PyErr_Fetch(&type, &value, &traceback);
+#endif
         if (PyList_GET_SIZE(buffer) > before) {
             (void)PyList_SetSlice(buffer, before, PyList_GET_SIZE(buffer), NULL);
         }
+#if PY_VERSION_HEX >= 0x030C0000
+        PyErr_SetRaisedException(raised);
+#else
         PyErr_Restore(type, value, traceback);
+#endif
         return -1;
     }
     return 0;
@@ -914,7 +932,8 @@ PyInit__speedups(void)
     if (module == NULL) {
         return NULL;
     }
-    if (PyModule_AddObjectRef(module, "Guard", (PyObject *)&GuardType) < 0 ||
+    if (PyModule_AddIntConstant(module, "API", SPEEDUPS_API) < 0 ||
+        PyModule_AddObjectRef(module, "Guard", (PyObject *)&GuardType) < 0 ||
         PyModule_AddObjectRef(module, "Block", (PyObject *)&BlockType) < 0) {
         Py_DECREF(module);
         return NULL;

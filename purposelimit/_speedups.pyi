@@ -4,6 +4,8 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
+API: int
+
 class Guard:
     _member: Any
     index: int

@@ -517,3 +517,5 @@ def test_the_event_maker_refuses_a_wrong_number_of_values() -> None:
 
     with pytest.raises(TypeError):
         _new_event(datetime.now(UTC))
+    with pytest.raises(TypeError):
+        _new_event(*([None] * 16))

@@ -1671,3 +1671,48 @@ def test_filter_audit_must_not_be_the_output_or_the_report(
         assert run.code == 2, run
         assert "the audit file must differ from the lead, output and report files" in run.err
         assert list(tmp_path.iterdir()) == []
+
+
+def test_filter_audit_stats_count_subjects_not_runs(
+    cli: Any, tmp_path: Path, audit_key: str
+) -> None:
+    """`audit stats` counts the subjects of the excluded rows, not the `run:` references of a
+    filter run's file-level entries."""
+    audit = tmp_path / "audit.jsonl"
+    assert cli(*sample_filter(tmp_path, "--audit", audit)).code == 0
+    stats = json.loads(cli("audit", "stats", audit, "--format", "json").out)
+    refs = {e["subject_ref"] for e in audit_lines(audit) if e["record_type"] == "lead-row"}
+    assert stats["subjects"] == len(refs) == 4
+
+
+def test_filter_audit_says_when_pseudonyms_cannot_be_linked(
+    cli: Any, tmp_path: Path, audit_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without PURPOSELIMIT_PSEUDONYM_KEY the audit file's pseudonyms use a key drawn for the
+    run: the command says so once it has written them; with the key set it says nothing."""
+    audit = tmp_path / "audit.jsonl"
+    monkeypatch.delenv("PURPOSELIMIT_PSEUDONYM_KEY", raising=False)
+    run = cli(*sample_filter(tmp_path, "--audit", audit))
+    assert run.code == 0, run
+    assert "PURPOSELIMIT_PSEUDONYM_KEY is not set" in run.err
+    monkeypatch.setenv("PURPOSELIMIT_PSEUDONYM_KEY", "test-key-of-16-bytes")
+    (tmp_path / "usable.csv").unlink()
+    again = cli(*sample_filter(tmp_path, "--audit", audit))
+    assert again.code == 0, again
+    assert "PSEUDONYM" not in again.err
+
+
+@pytest.mark.parametrize("where", ["folder", "missing-folder"])
+def test_filter_audit_destination_is_checked_before_the_run(
+    cli: Any, tmp_path: Path, audit_key: str, where: str
+) -> None:
+    """--audit naming a folder, or a file in a folder that does not exist, is bad input
+    (exit 1) reported before the lead file is read: nothing is written."""
+    out = tmp_path / "out"
+    out.mkdir()
+    audit = out if where == "folder" else tmp_path / "missing" / "audit.jsonl"
+    run = cli(*sample_filter(out, "--audit", audit))
+    assert run.code == 1, run
+    assert str(audit) in run.err
+    assert list(out.iterdir()) == []
+    assert not (tmp_path / "missing").exists()

@@ -2450,3 +2450,61 @@ def test_a_guard_without_its_slot_takes_the_python_path() -> None:
         """
     )
     assert outcome_ == "AttributeError"
+
+
+@record
+class _Fallback(TaggedRecord):
+    """A record class whose ``__getattr__`` answers for any missing attribute."""
+
+    name: str = personal("identity")
+    email: str = personal("contact.email")
+
+    def __getattr__(self, name: str) -> Any:
+        return None
+
+
+def test_field_tags_deleted_under_a_class_getattr_still_gives_the_denial() -> None:
+    """When the clock deletes ``field_tags`` of a record whose class defines ``__getattr__``,
+    a memoised denial is still the ProcessingDenied Python gives (not a SystemError)."""
+    clock = HookClock(NOW)
+    engine = Engine(make_register(), clock=clock, audit=Audit([InMemoryAuditSink()]))
+    record_ = _Fallback("Ada", SECRET, subject="lead-1", collection=CONTRACT, collected_at=T0)
+    with processing("newsletter.product", actor="test", engine=engine):
+        with pytest.raises(ProcessingDenied):
+            _ = record_.email  # decided and memoised
+        clock.hook = lambda: object.__delattr__(record_, "field_tags")
+        with pytest.raises(ProcessingDenied) as denied:
+            _ = record_.email
+    assert denied.value.reason is Reason.CONSENT_MISSING
+    assert SECRET not in str(denied.value)
+
+
+def test_a_compiled_module_of_another_version_is_not_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A compiled module whose API is not the one this package expects (a stale build left
+    by an earlier checkout) is not used: a RuntimeWarning says so and the pure-Python read
+    path runs."""
+    import types
+
+    import purposelimit._compiled as compiled
+
+    stale = types.ModuleType("purposelimit._speedups")
+    stale.API = compiled.API - 1  # type: ignore[attr-defined]  # a module attribute
+    monkeypatch.setitem(sys.modules, "purposelimit._speedups", stale)
+    monkeypatch.setattr(purposelimit, "_speedups", stale, raising=False)
+    monkeypatch.delenv("PURPOSELIMIT_PURE_PYTHON", raising=False)
+    with pytest.warns(RuntimeWarning, match="another version of purposelimit"):
+        assert compiled._load_speedups() is None
+
+
+def test_a_processing_subclass_copies_as_its_own_class() -> None:
+    """``copy.copy`` of a subclass of ``processing`` gives an instance of that subclass."""
+    import copy
+
+    class Audited(processing):
+        __slots__ = ()
+
+    block = Audited("client.contract", actor="test", engine=Engine(make_register()))
+    assert type(copy.copy(block)) is Audited
+    assert type(copy.deepcopy(block)) is Audited

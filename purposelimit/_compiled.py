@@ -15,7 +15,7 @@ __all__ = ["API", "COMPILED", "SPEEDUPS"]
 
 #: The version of the compiled module's interface this package expects
 #: (``SPEEDUPS_API`` in purposelimit/_speedups.c).
-API = 2
+API = 3
 
 
 def _load_speedups() -> Any:

@@ -553,6 +553,20 @@ class _PyBlock:
             _close(active, exc)
 
 
+def _enter_from(block: _PyBlock, active: Active) -> ProcessingScope:
+    """``_PyBlock.__enter__`` from the point where *active* is known (the compiled entry's
+    hand-over for an *active* that is not exactly an :class:`Active`)."""
+    previous = _current_get()
+    if previous is not None:
+        nested = block._nested
+        if nested is not None and nested.previous is previous and nested.scope is active.scope:
+            active = nested
+        else:
+            active = block._under(active, previous)
+    active.token = _current_set(active)
+    return active.scope
+
+
 if TYPE_CHECKING:
     _BlockBase = _PyBlock
 else:
@@ -750,5 +764,12 @@ class processing(_BlockBase):  # noqa: N801 - a lower-case name, like contextlib
 
 if SPEEDUPS is not None:
     SPEEDUPS.configure_blocks(
-        _CURRENT, Active, EPOCH, _close, _refuse_exit, _PyBlock.__enter__, _PyBlock.__exit__
+        _CURRENT,
+        Active,
+        EPOCH,
+        _close,
+        _refuse_exit,
+        _PyBlock.__enter__,
+        _enter_from,
+        _PyBlock.__exit__,
     )

@@ -342,18 +342,32 @@ class _Guard(_GuardBase):
     only then fetched (:class:`_PyGuard`, or its compiled twin).
     """
 
-    __slots__ = ("_get", "category", "name", "record_type")
+    # The compiled base derives `_get` from `_member` (read-only); the Python one keeps it.
+    __slots__ = ("category", "name", "record_type") + (("_get",) if SPEEDUPS is None else ())
 
     def __init__(
         self, member: Any, name: str, category: str, record_type: str, index: int = 0
     ) -> None:
         self._member = member
-        self._get = member.__get__
+        if SPEEDUPS is None:
+            self._get = member.__get__
         self.name = name
         self.category = category
         self.record_type = record_type
         #: The field's position among its class's personal fields: its memo's index.
         self.index = index
+
+    def __copy__(self) -> _Guard:
+        return self  # a guard is part of its record class: copies of a memo share it
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Guard:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise TypeError(
+            f"the guard of {self.record_type}.{self.name} is part of its record class: "
+            "pickle the record instead"
+        )
 
     def __set__(self, obj: Any, value: Any) -> None:
         self._member.__set__(obj, value)

@@ -43,7 +43,7 @@
 /* What the Python side expects of this module (purposelimit/_compiled.py, API): a
    build from another version of the package is not used. Bump it with any change
    to the functions, classes or configure_*() arguments below. */
-#define SPEEDUPS_API 2
+#define SPEEDUPS_API 3
 
 /* Set by configure_blocks(). */
 static PyObject *current_var = NULL;     /* the ContextVar holding the active block */
@@ -55,19 +55,21 @@ static Py_ssize_t ep_current;
 static PyObject *py_close = NULL;       /* _close(active, error) */
 static PyObject *py_refuse_exit = NULL; /* _refuse_exit(block): raises RuntimeError */
 static PyObject *py_enter = NULL;       /* _PyBlock.__enter__ */
+static PyObject *py_enter_from = NULL;  /* _enter_from(block, active): __enter__'s tail */
 static PyObject *py_exit = NULL;        /* _PyBlock.__exit__ */
 
 /* Set by configure_guards(). */
 static PyTypeObject *extra_type = NULL; /* purposelimit._records._Extra */
 static Py_ssize_t e_memo, e_denials;
 static PyTypeObject *denied_type = NULL; /* purposelimit.ProcessingDenied */
+static newfunc denied_new = NULL;        /* its __new__ when configured (_new_denied) */
 static PyObject *py_get = NULL;    /* _PyGuard.__get__(guard, obj, objtype) */
 static PyObject *py_read = NULL;   /* _read(guard, obj, objtype, active) */
 static PyObject *py_settle = NULL; /* _settle(guard, obj, objtype, active, memo) */
 static PyObject *py_denial = NULL; /* _denial(guard, memo, audit, extra) -> ProcessingDenied */
 
 static PyObject *empty_tuple;
-static PyObject *str_extend;
+static PyObject *str_extend, *str_token, *str_scope;
 static PyObject *str_version, *str_limit, *str_activate, *str_under, *str_field_tags;
 
 /* The offset of the slot *name* of class *cls* (a member descriptor of an object slot). */
@@ -132,12 +134,13 @@ in_main_interpreter(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(unused))
 static PyObject *
 configure_blocks(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    PyObject *var, *active, *epoch_obj, *close, *refuse, *enter, *exit;
+    PyObject *var, *active, *epoch_obj, *close, *refuse, *enter, *enter_from, *exit;
     if (!main_interpreter()) {
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "O!O!OOOOO:configure_blocks", &PyContextVar_Type, &var,
-                          &PyType_Type, &active, &epoch_obj, &close, &refuse, &enter, &exit)) {
+    if (!PyArg_ParseTuple(args, "O!O!OOOOOO:configure_blocks", &PyContextVar_Type, &var,
+                          &PyType_Type, &active, &epoch_obj, &close, &refuse, &enter,
+                          &enter_from, &exit)) {
         return NULL;
     }
     Py_ssize_t offsets[10];
@@ -169,6 +172,7 @@ configure_blocks(PyObject *Py_UNUSED(module), PyObject *args)
     Py_XSETREF(py_close, Py_NewRef(close));
     Py_XSETREF(py_refuse_exit, Py_NewRef(refuse));
     Py_XSETREF(py_enter, Py_NewRef(enter));
+    Py_XSETREF(py_enter_from, Py_NewRef(enter_from));
     Py_XSETREF(py_exit, Py_NewRef(exit));
     Py_RETURN_NONE;
 }
@@ -200,6 +204,7 @@ configure_guards(PyObject *Py_UNUSED(module), PyObject *args)
     e_memo = memo;
     e_denials = denials;
     Py_XSETREF(denied_type, (PyTypeObject *)Py_NewRef(denied));
+    denied_new = denied_type->tp_new;
     Py_XSETREF(py_denial, Py_NewRef(denial));
     Py_XSETREF(extra_type, (PyTypeObject *)Py_NewRef(extra));
     Py_XSETREF(py_get, Py_NewRef(get));
@@ -250,8 +255,10 @@ guard_dealloc(PyObject *op)
 static PyObject *
 guard_python(PyObject *self, PyObject *obj, PyObject *type)
 {
-    if (py_get == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "purposelimit._speedups is not configured");
+    if (py_get == NULL || !main_interpreter()) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError, "purposelimit._speedups is not configured");
+        }
         return NULL;
     }
     return PyObject_CallFunctionObjArgs(py_get, self, obj ? obj : Py_None, type ? type : Py_None,
@@ -298,8 +305,12 @@ guard_deny(PyObject *op, PyObject *obj, Py_ssize_t extra_offset, PyObject *activ
             if (key == NULL) {
                 goto done;
             }
-            PyObject *hit = PyDict_GetItemWithError(denials, key); /* borrowed */
+            /* Held: a key's __eq__ run by the lookup may replace extra.denials. */
+            Py_INCREF(denials);
+            PyObject *hit = PyDict_GetItemWithError(denials, key);
+            Py_XINCREF(hit);
             Py_DECREF(key);
+            Py_DECREF(denials);
             if (hit == NULL && PyErr_Occurred()) {
                 goto done;
             }
@@ -307,11 +318,16 @@ guard_deny(PyObject *op, PyObject *obj, Py_ssize_t extra_offset, PyObject *activ
                 PyTuple_GET_ITEM(hit, 0) == memo && PyTuple_CheckExact(PyTuple_GET_ITEM(hit, 1))) {
                 args = Py_NewRef(PyTuple_GET_ITEM(hit, 1));
             }
+            Py_XDECREF(hit);
         }
     }
     if (args != NULL) {
         /* As _denial(): ProcessingDenied.__new__ (no __init__), then the shared args. */
-        error = denied_type->tp_new(denied_type, empty_tuple, NULL);
+        error = denied_new(denied_type, empty_tuple, NULL);
+        if (error != NULL && !PyObject_TypeCheck(error, denied_type)) {
+            PyErr_SetString(PyExc_TypeError, "ProcessingDenied.__new__ made something else");
+            Py_CLEAR(error);
+        }
         if (error != NULL) {
             Py_XSETREF(((PyBaseExceptionObject *)error)->args, args);
             args = NULL;
@@ -389,7 +405,8 @@ guard_get(PyObject *op, PyObject *obj, PyObject *type)
     GuardObject *self = (GuardObject *)op;
     PyObject *owner = self->owner;
     if (obj == NULL || obj == Py_None || owner == NULL || self->member_get == NULL ||
-        py_get == NULL || !PyObject_TypeCheck(obj, (PyTypeObject *)owner)) {
+        py_get == NULL || PyInterpreterState_Get() != PyInterpreterState_Main() ||
+        !PyObject_TypeCheck(obj, (PyTypeObject *)owner)) {
         return guard_python(op, obj, type);
     }
     /* What the read starts with stays valid whatever Python code called from here does. */
@@ -588,8 +605,22 @@ guard_bind(PyObject *op, PyObject *owner)
     Py_RETURN_NONE;
 }
 
+/* `_get`: the slot's getter, as the Python reference keeps it; derived from `_member`,
+   so that every read of the compiled path, memoised or not, reads the same slot. */
+static PyObject *
+guard_get_getter(PyObject *op, void *Py_UNUSED(closure))
+{
+    GuardObject *self = (GuardObject *)op;
+    if (self->member == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_get");
+        return NULL;
+    }
+    return PyObject_GetAttrString(self->member, "__get__");
+}
+
 static PyGetSetDef guard_getset[] = {
     {"_member", guard_get_member, guard_set_member, "the field's slot", NULL},
+    {"_get", guard_get_getter, NULL, "the slot's getter (member.__get__)", NULL},
     {NULL},
 };
 
@@ -659,8 +690,10 @@ static PyObject *
 block_enter(PyObject *op, PyObject *Py_UNUSED(unused))
 {
     BlockObject *self = (BlockObject *)op;
-    if (current_var == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "purposelimit._speedups is not configured");
+    if (current_var == NULL || !main_interpreter()) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError, "purposelimit._speedups is not configured");
+        }
         return NULL;
     }
     PyObject *active, *previous, *cache = self->cache;
@@ -679,9 +712,10 @@ block_enter(PyObject *op, PyObject *Py_UNUSED(unused))
         }
     }
     if (!Py_IS_TYPE(active, active_type)) {
-        /* Something else than an exact Active: the Python reference enters. */
+        /* Something else than an exact Active: the Python reference enters with it. */
+        PyObject *scope = PyObject_CallFunctionObjArgs(py_enter_from, op, active, NULL);
         Py_DECREF(active);
-        return PyObject_CallOneArg(py_enter, op);
+        return scope;
     }
     if (PyContextVar_Get(current_var, Py_None, &previous) < 0) {
         Py_DECREF(active);
@@ -702,9 +736,17 @@ block_enter(PyObject *op, PyObject *Py_UNUSED(unused))
         return NULL;
     }
     if (!Py_IS_TYPE(active, active_type)) {
-        /* _under() gave something else than an exact Active: the Python reference enters. */
+        /* _under() gave something else than an exact Active: set it as Python does. */
+        PyObject *token = PyContextVar_Set(current_var, active);
+        if (token == NULL || PyObject_SetAttr(active, str_token, token) < 0) {
+            Py_XDECREF(token);
+            Py_DECREF(active);
+            return NULL;
+        }
+        Py_DECREF(token);
+        PyObject *scope = PyObject_GetAttr(active, str_scope);
         Py_DECREF(active);
-        return PyObject_CallOneArg(py_enter, op);
+        return scope;
     }
     PyObject *token = PyContextVar_Set(current_var, active);
     if (token == NULL) {
@@ -726,22 +768,26 @@ block_enter(PyObject *op, PyObject *Py_UNUSED(unused))
 static PyObject *
 block_exit(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (current_var == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "purposelimit._speedups is not configured");
+    if (current_var == NULL || !main_interpreter()) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError, "purposelimit._speedups is not configured");
+        }
         return NULL;
     }
     if (nargs != 3 || kwnames != NULL) {
         /* Called otherwise than by a with statement: the Python reference parses it. */
-        PyObject *stack[4] = {op, NULL, NULL, NULL};
         Py_ssize_t given = nargs + (kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames));
-        if (given > 3) {
-            PyErr_Format(PyExc_TypeError, "__exit__ takes 3 arguments (%zd given)", given);
-            return NULL;
+        PyObject **stack = PyMem_New(PyObject *, (size_t)given + 1);
+        if (stack == NULL) {
+            return PyErr_NoMemory();
         }
+        stack[0] = op;
         for (Py_ssize_t i = 0; i < given; i++) {
             stack[i + 1] = args[i];
         }
-        return PyObject_Vectorcall(py_exit, stack, nargs + 1, kwnames);
+        PyObject *result = PyObject_Vectorcall(py_exit, stack, nargs + 1, kwnames);
+        PyMem_Free(stack);
+        return result;
     }
     PyObject *active;
     if (PyContextVar_Get(current_var, Py_None, &active) < 0) {
@@ -757,8 +803,12 @@ block_exit(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         Py_DECREF(active);
         return PyObject_CallOneArg(py_refuse_exit, op);
     }
+    /* Held: setting the ContextVar allocates, which may run a finalizer changing them. */
     PyObject *token = SLOT(active, a_token);
-    if (PyContextVar_Reset(current_var, token ? token : Py_None) < 0) {
+    token = Py_NewRef(token ? token : Py_None);
+    int reset = PyContextVar_Reset(current_var, token);
+    Py_DECREF(token);
+    if (reset < 0) {
         if (!PyErr_ExceptionMatches(PyExc_RuntimeError) &&
             !PyErr_ExceptionMatches(PyExc_TypeError) && !PyErr_ExceptionMatches(PyExc_ValueError)) {
             Py_DECREF(active);
@@ -767,12 +817,14 @@ block_exit(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         /* The token is another context's, or already used: set the value back. */
         PyErr_Clear();
         PyObject *previous = SLOT(active, a_previous);
-        PyObject *reset = PyContextVar_Set(current_var, previous ? previous : Py_None);
-        if (reset == NULL) {
+        previous = Py_NewRef(previous ? previous : Py_None);
+        PyObject *restored = PyContextVar_Set(current_var, previous);
+        Py_DECREF(previous);
+        if (restored == NULL) {
             Py_DECREF(active);
             return NULL;
         }
-        Py_DECREF(reset);
+        Py_DECREF(restored);
     }
     PyObject *buffer = SLOT(active, a_buffer);
     int pending = buffer == NULL ? 0 : PyObject_IsTrue(buffer);
@@ -846,6 +898,11 @@ configure_events(PyObject *Py_UNUSED(module), PyObject *args)
         PyErr_SetString(PyExc_ValueError, "configure_events: 1 to 32 field names");
         return NULL;
     }
+    PyTypeObject *type = (PyTypeObject *)cls;
+    if (type->tp_base != &PyBaseObject_Type || type->tp_new != PyBaseObject_Type.tp_new) {
+        PyErr_SetString(PyExc_TypeError, "configure_events: a plain slotted class is expected");
+        return NULL;
+    }
     Py_ssize_t offsets[MAX_EVENT_FIELDS];
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *name = PyTuple_GET_ITEM(names, i);
@@ -855,6 +912,12 @@ configure_events(PyObject *Py_UNUSED(module), PyObject *args)
         }
         if (slot_offset(cls, name, &offsets[i]) < 0) {
             return NULL;
+        }
+        for (Py_ssize_t j = 0; j < i; j++) {
+            if (offsets[j] == offsets[i]) {
+                PyErr_SetString(PyExc_ValueError, "configure_events: a field named twice");
+                return NULL;
+            }
         }
     }
     memcpy(event_offsets, offsets, sizeof(offsets[0]) * (size_t)count);
@@ -867,8 +930,10 @@ configure_events(PyObject *Py_UNUSED(module), PyObject *args)
 static PyObject *
 new_event(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (event_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "configure_events() comes first");
+    if (event_type == NULL || !main_interpreter()) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError, "configure_events() comes first");
+        }
         return NULL;
     }
     if (nargs != event_fields) {
@@ -890,7 +955,7 @@ new_event(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef module_methods[] = {
     {"configure_blocks", configure_blocks, METH_VARARGS,
-     "configure_blocks(var, Active, epoch, close, refuse_exit, enter, exit)"},
+     "configure_blocks(var, Active, epoch, close, refuse_exit, enter, enter_from, exit)"},
     {"configure_events", configure_events, METH_VARARGS,
      "configure_events(AuditEvent, field_names)"},
     {"new_event", (PyCFunction)(void (*)(void))new_event, METH_FASTCALL,
@@ -924,8 +989,10 @@ PyInit__speedups(void)
     str_field_tags = PyUnicode_InternFromString("field_tags");
     empty_tuple = PyTuple_New(0);
     str_extend = PyUnicode_InternFromString("extend");
+    str_token = PyUnicode_InternFromString("token");
+    str_scope = PyUnicode_InternFromString("scope");
     if (!str_version || !str_limit || !str_activate || !str_under || !str_field_tags ||
-        !empty_tuple || !str_extend) {
+        !empty_tuple || !str_extend || !str_token || !str_scope) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&speedups_module);

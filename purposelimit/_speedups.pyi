@@ -9,6 +9,8 @@ API: int
 class Guard:
     _member: Any
     index: int
+    @property
+    def _get(self) -> Any: ...
     def _bind(self, owner: type, /) -> None: ...
 
 class Block:
@@ -24,6 +26,7 @@ def configure_blocks(
     close: Callable[..., Any],
     refuse_exit: Callable[..., Any],
     enter: Callable[..., Any],
+    enter_from: Callable[..., Any],
     exit: Callable[..., Any],
     /,
 ) -> None: ...

@@ -2508,3 +2508,615 @@ def test_a_processing_subclass_copies_as_its_own_class() -> None:
     block = Audited("client.contract", actor="test", engine=Engine(make_register()))
     assert type(copy.copy(block)) is Audited
     assert type(copy.deepcopy(block)) is Audited
+
+
+# =========================================================================== 6. second review
+#
+# Regression tests for the bugs a second adversarial review of the compiled read path found
+# (reproducers run on both implementations). As in section 5, they run with whichever
+# implementation is loaded (and again in the pure-Python twin run), and a scenario whose bug was
+# a crash or a memory corruption runs in a fresh interpreter (``_run_isolated``).
+
+#: A dict key whose ``__eq__``, run by the lookup of a memoised denial's details in
+#: ``extra.denials``, replaces ``extra.denials`` with None: with "crash" the dict free list is
+#: filled first, so the dict being searched goes back to the allocator (poisoned under
+#: ``PYTHONMALLOC=debug``) unless the lookup holds it; with "swap" a new dict mapping the same
+#: index to forged args takes the memory of the searched one unless the lookup holds it.
+DENIALS_REPLACED_MID_LOOKUP = r"""
+import json
+import sys
+
+from purposelimit import ProcessingDenied, processing
+from purposelimit._errors import DenialDetails
+
+mode = sys.argv[1]
+audit = base.Audit([base.InMemoryAuditSink()])
+engine = base.Engine(base.make_register(), clock=lambda: base.NOW, audit=audit)
+record_ = base.lead()
+guard = base.Lead.__dict__["name"]
+with processing("newsletter.product", actor="t", engine=engine):
+    try:
+        record_.name  # decided, memoised, its details kept in extra.denials
+    except ProcessingDenied:
+        pass
+extra = record_.field_tags
+memo = extra.memo[guard.index]
+junk = [{} for _ in range(200)]
+hold = []
+compared = []
+replaced = []
+
+
+class Evil:
+    def __hash__(self):
+        return guard.index  # the key the lookup looks for: its __eq__ runs
+
+    def __eq__(self, other):
+        compared.append(other)
+        if extra.denials is not None:
+            replaced.append(mode)
+            if mode == "crash":
+                junk.clear()  # fill the dict free list
+                extra.denials = None  # the searched dict is freed unless the lookup holds it
+            else:
+                extra.denials = None  # the searched dict goes to the free list...
+                hold.append({guard.index: (memo, ("FORGED ARGS FROM ANOTHER DICT",))})
+        return False
+
+
+denials = {Evil(): "x"}
+for i in range(1, 30):
+    denials[i * 2**61] = i  # hash i: the probe walks a full table
+extra.denials = denials
+del denials
+with processing("newsletter.product", actor="t", engine=engine):
+    try:
+        result = ["read", record_.name]
+    except ProcessingDenied as error:
+        details = error.args[0]
+        result = [
+            "denied",
+            error.reason.value,
+            len(error.args),
+            isinstance(details, DenialDetails),
+            (details.record_type, details.field),
+            "FORGED" in str(error),
+            type(error).__name__,
+        ]
+# The lookup ran Evil.__eq__ (comparing it with the guard's index) and it replaced the dict.
+ran = bool(compared) and all(key == guard.index for key in compared)
+print(json.dumps({"compared": ran and replaced == [mode], "result": result}))
+"""
+
+
+@pytest.mark.parametrize("variant", ["crash", "swap"])
+def test_denials_replaced_by_a_key_during_their_lookup_give_the_normal_denial(
+    monkeypatch: pytest.MonkeyPatch, variant: str
+) -> None:
+    """A key of ``extra.denials`` whose ``__eq__`` — run by the lookup of a memoised denial's
+    details — replaces ``extra.denials`` neither crashes the read (the dict being searched is
+    held until the lookup ends; the "crash" variant runs under ``PYTHONMALLOC=debug``) nor
+    hands it args from another dict ("swap"): the read raises the normal ProcessingDenied (an
+    exact one), its one arg a DenialDetails for Lead.name made anew. Run in a fresh interpreter
+    (a crash fails the test)."""
+    if variant == "crash":
+        monkeypatch.setenv("PYTHONMALLOC", "debug")
+    seen = _run_isolated(DENIALS_REPLACED_MID_LOOKUP, variant)
+    assert seen == {
+        "compared": True,
+        "result": [
+            "denied",
+            "consent-missing",
+            1,
+            True,
+            ["Lead", "name"],
+            False,
+            "ProcessingDenied",
+        ],
+    }
+
+
+#: A finalizer (of a reference cycle collected while the block exits: the garbage collector
+#: runs at its threshold of one allocation) that sets the exiting Active's `token` and
+#: `previous` to None: the token the exit resets with, and the outer value it restores, must
+#: stay alive until the exit is done. Arguments: ALLOCATIONS THRESHOLD.
+EXIT_STATE_DROPPED_BY_A_FINALIZER = r"""
+import gc
+import json
+import sys
+
+from purposelimit import processing
+from purposelimit._context import _CURRENT
+
+allocations, threshold = int(sys.argv[1]), int(sys.argv[2])
+engine = base.Engine(base.make_register(), clock=lambda: base.NOW)
+events = []
+
+
+class Payload:
+    __slots__ = ("__weakref__", "data")
+
+    def __init__(self):
+        self.data = "outer-value"
+
+    def __del__(self):
+        events.append("Payload freed")
+
+
+class Cycle:
+    __slots__ = ("active", "me")
+
+    def __del__(self):
+        active = self.active
+        events.append(f"finalizer (current={type(_CURRENT.get()).__name__})")
+        active.token = None  # the token the exit is resetting with
+        active.previous = None  # the value that token restores
+
+
+block = processing("client.contract", actor="t", engine=engine)
+payload = Payload()
+outer_token = _CURRENT.set(payload)
+block.__enter__()
+active = _CURRENT.get()
+del payload
+gc.collect()
+thresholds = gc.get_threshold()
+gc.set_threshold(threshold)
+extra = [[] for _ in range(allocations)]
+cycle = Cycle()
+cycle.me = cycle
+cycle.active = active
+del cycle, active
+block.__exit__(None, None, None)
+gc.set_threshold(*thresholds)
+junk = [bytearray(40) for _ in range(1000)]  # reuse whatever memory was freed
+current = _CURRENT.get()
+result = {
+    "events": list(events),
+    "current": [type(current).__name__, getattr(current, "data", None)],
+}
+_CURRENT.reset(outer_token)
+print(json.dumps(result))
+"""
+
+
+def test_a_finalizer_dropping_the_exit_token_mid_exit_restores_the_outer_value() -> None:
+    """A finalizer run by the garbage collector while a nested block exits, which sets the
+    exiting Active's ``token`` and ``previous`` to None, does not crash the exit (the token
+    and the value it restores are held until the exit is done): the outer value — a
+    ``Payload`` holding "outer-value" that only the exiting entry still references — is
+    restored and alive, and the finalizer ran while the block was still active. Run in a fresh
+    interpreter (a crash fails the test)."""
+    seen = _run_isolated(EXIT_STATE_DROPPED_BY_A_FINALIZER, "0", "1")
+    assert seen == {
+        "events": ["finalizer (current=Active)"],
+        "current": ["Payload", "outer-value"],
+    }
+
+
+#: ``ProcessingDenied.__new__`` patched after import to return a bytearray: a memoised denial
+#: must not be made with it (the compiled path once wrote the denial's args into that object).
+DENIED_NEW_PATCHED = r"""
+import json
+
+from purposelimit import ProcessingDenied, processing
+from purposelimit._errors import DenialDetails
+
+engine = base.Engine(base.make_register(), clock=lambda: base.NOW)
+record_ = base.lead()
+seen = {}
+with processing("newsletter.product", actor="t", engine=engine):
+    try:
+        record_.name
+    except ProcessingDenied as error:
+        seen["first"] = error.reason.value
+victim = bytearray(b"A" * 64)
+patched = []
+
+
+def patched_new(cls, *args, **kwargs):
+    patched.append(cls.__name__)
+    return victim
+
+
+had_own = "__new__" in vars(ProcessingDenied)
+original = ProcessingDenied.__new__
+ProcessingDenied.__new__ = staticmethod(patched_new)
+reads = []
+try:
+    with processing("newsletter.product", actor="t", engine=engine):
+        for _ in range(2):
+            try:
+                reads.append(["read", record_.name])
+            except BaseException as error:
+                reads.append(
+                    [
+                        type(error).__name__,
+                        getattr(getattr(error, "reason", None), "value", None),
+                        isinstance(error.args[0], DenialDetails),
+                    ]
+                )
+finally:
+    if had_own:
+        ProcessingDenied.__new__ = original
+    else:
+        del ProcessingDenied.__new__
+junk = [bytearray(64) for _ in range(1000)]
+seen["reads"] = reads
+seen["patched_calls"] = patched
+seen["victim"] = [len(victim), bytes(victim) == b"A" * 64]
+print(json.dumps(seen))
+"""
+
+
+def test_a_patched_processing_denied_new_does_not_make_memoised_denials() -> None:
+    """``ProcessingDenied.__new__`` replaced after import (instrumentation, a test double) by
+    one returning another object does not make the read path's denials: memoised denials are
+    still ProcessingDenied (``consent-missing``, their arg a DenialDetails), made with the
+    ``__new__`` captured at import, which the patch is never called for, and the object the
+    patch would hand back is intact (no memory written into it). The patch is undone in a
+    ``finally``. Run in a fresh interpreter (a crash fails the test)."""
+    seen = _run_isolated(DENIED_NEW_PATCHED)
+    assert seen == {
+        "first": "consent-missing",
+        "reads": [["ProcessingDenied", "consent-missing", True]] * 2,
+        "patched_calls": [],
+        "victim": [64, True],
+    }
+
+
+def test_a_guards_get_is_read_only_and_is_its_slots_getter(
+    engine: Engine, sink: InMemoryAuditSink
+) -> None:
+    """Compiled path: a guard's ``_get`` (what the Python reference returns a value through) is
+    derived from its slot: it equals ``_member.__get__`` (and not another field's), reads the
+    slot itself, and cannot be replaced or deleted (AttributeError), so a replacement can never
+    make first and memoised reads return different things; reads go on returning the field."""
+    if not COMPILED:
+        pytest.skip("the pure-Python read path is running: its _get is a plain slot")
+    guard: Any = Lead.__dict__["email"]
+    other: Any = Lead.__dict__["name"]
+    record_ = lead()
+    assert guard._get == guard._member.__get__
+    assert guard._get != other._get
+    assert guard._get(record_, Lead) == SECRET  # the slot itself: no decision, no audit
+    with pytest.raises(AttributeError, match="not writable"):
+        guard._get = lambda obj, objtype=None: "***redacted***"
+    with pytest.raises(AttributeError):
+        del guard._get
+    assert guard._get == guard._member.__get__
+    with processing("client.contract", actor="a", engine=engine):
+        assert [record_.email for _ in range(3)] == [SECRET] * 3
+    assert fields_of(sink) == ["email"] * 3
+
+
+def test_an_active_subclass_from_activate_or_under_is_made_once_per_entry(
+    engine: Engine, sink: InMemoryAuditSink
+) -> None:
+    """A block whose ``_activate`` (or ``_under``) returns an ``Active`` subclass has it called
+    once per entry that needs it, never twice, and binds the very instance it returned — the
+    first entry of a block binds its ``_activate``'s instance, not the plain Active that
+    ``super()._activate()`` cached — identically on both read paths: a later entry reuses the
+    cached Active (or nested Active) without calling them, as the reference's inlined
+    ``_activate``/``_under`` do; a block nested in another restores it on exit."""
+    from purposelimit._context import Active
+
+    calls: list[str] = []
+
+    class TaggedActive(Active):
+        __slots__ = ("tag",)
+
+        tag: str
+
+    class Extended(processing):
+        __slots__ = ()
+
+        def _activate(self) -> Active:
+            active = super()._activate()
+            calls.append("activate")
+            extended = TaggedActive(active.scope, active.runtime, self)
+            extended.tag = "mine"
+            return extended
+
+        def _under(self, active: Active, previous: Active) -> Active:
+            calls.append("under")
+            nested = super()._under(active, previous)
+            return TaggedActive(nested.scope, nested.runtime, self, previous)
+
+    class UnderOnly(processing):
+        __slots__ = ()
+
+        def _under(self, active: Active, previous: Active) -> Active:
+            calls.append("under")
+            return TaggedActive(active.scope, active.runtime, self, previous)
+
+    record_ = lead()
+
+    def enter(block: processing) -> tuple[list[str], str, str | None]:
+        """Enter *block*, read, exit: the calls the entry made and the Active it bound."""
+        calls.clear()
+        with block:
+            active = _CURRENT.get()
+            assert active is not None
+            assert active.block is block
+            assert record_.name == "Ada"
+            bound = (type(active).__name__, getattr(active, "tag", None))
+        made = list(calls)
+        return made, *bound
+
+    top = Extended("client.contract", actor="top", engine=engine)
+    assert enter(top) == (["activate"], "TaggedActive", "mine")
+    assert enter(top) == ([], "Active", None)
+    assert current_processing() is None
+    outer = processing("prospection.postal", actor="outer", engine=engine)
+    for block, first in (
+        (Extended("client.contract", actor="nested", engine=engine), ["activate", "under"]),
+        (UnderOnly("client.contract", actor="under", engine=engine), ["under"]),
+    ):
+        with outer:
+            outer_active = _CURRENT.get()
+            assert enter(block) == (first, "TaggedActive", None)
+            assert _CURRENT.get() is outer_active
+            again = enter(block)
+            assert _CURRENT.get() is outer_active
+        assert current_processing() is None
+        if isinstance(block, Extended):
+            assert again == ([], "Active", None)  # the cached Active and the nested one reused
+        else:
+            assert again == (["under"], "TaggedActive", None)  # _nested never set: asked again
+    assert [e.actor for e in sink.events] == ["top", "top", "nested", "nested", "under", "under"]
+
+
+#: ``__exit__`` called otherwise than a ``with`` statement does, with arguments that do not fit.
+BAD_EXIT_CALLS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+    ((), {}),
+    ((None,), {}),
+    ((None, None), {}),
+    ((None, None, None, None), {}),
+    ((None, None, None), {"foo": 1}),
+    ((None, None), {"exc": None}),
+    ((), {"a": None, "b": None, "c": None}),
+    ((1, 2, 3, 4, 5), {}),
+    ((), {"exc_type": None, "exc": None}),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"), BAD_EXIT_CALLS, ids=[f"call{i}" for i in range(len(BAD_EXIT_CALLS))]
+)
+def test_a_badly_called_exit_raises_the_reference_type_error_and_stays_active(
+    engine: Engine, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """``__exit__`` called with arguments that do not fit (too few, too many, an unknown or a
+    repeated keyword) raises the TypeError ``_PyBlock.__exit__`` raises for them, with the same
+    message, on both read paths, and leaves the block active; it then exits normally."""
+    block: Any = processing("client.contract", actor="a", engine=engine)  # called loosely
+    block.__enter__()
+    entered = _CURRENT.get()
+    assert entered is not None
+    caught = outcome(lambda: block.__exit__(*args, **kwargs))
+    assert type(caught) is TypeError
+    reference = outcome(lambda: _PyBlock.__exit__(block, *args, **kwargs))
+    assert type(reference) is TypeError
+    assert str(caught) == str(reference)
+    assert "__exit__()" in str(caught)
+    assert _CURRENT.get() is entered
+    assert _purpose() == "client.contract"
+    block.__exit__(None, None, None)
+    assert current_processing() is None
+    assert entered.block is block
+
+
+#: ``configure_events`` misused: a field named twice, a class that is not a plain slotted one.
+#: Each must be refused and leave the module configured as it was; the real AuditEvent is
+#: configured again at the end, and the audit works.
+CONFIGURE_EVENTS_MISUSE = r"""
+import json
+
+import attrs
+
+from purposelimit import _speedups as speedups
+from purposelimit import processing
+from purposelimit._audit import AuditEvent
+
+names = tuple(field.name for field in attrs.fields(AuditEvent))
+
+
+def attempt(action):
+    try:
+        action()
+    except Exception as error:
+        return [type(error).__name__, str(error)]
+    return ["accepted"]
+
+
+def made():
+    event = speedups.new_event(*range(len(names)))
+    return [type(event) is AuditEvent, [getattr(event, name) for name in names]]
+
+
+@attrs.frozen(slots=True)
+class Twice:
+    a: object
+
+
+Unusual = type("Unusual", (Exception,), {"__slots__": ("a",)})
+result = {
+    "dup": attempt(lambda: speedups.configure_events(Twice, ("a", "a"))),
+    "after_dup": made(),
+    "exception_class": attempt(lambda: speedups.configure_events(Unusual, ("a",))),
+    "after_exception_class": made(),
+}
+speedups.configure_events(AuditEvent, names)
+sink = base.InMemoryAuditSink()
+engine = base.Engine(base.make_register(), clock=lambda: base.NOW, audit=base.Audit([sink]))
+record_ = base.lead()
+with processing("client.contract", actor="t", engine=engine):
+    record_.name
+result["audited"] = [[type(e) is AuditEvent, e.field, e.allowed] for e in sink.events]
+print(json.dumps(result))
+"""
+
+
+def test_configure_events_refuses_a_field_named_twice_and_an_unusual_class() -> None:
+    """Compiled path: ``_speedups.configure_events`` refuses a field named twice (ValueError:
+    a duplicate once leaked a reference per event) and a class that is not a plain slotted
+    class, such as an exception class (TypeError: its events were half-built), and leaves
+    ``new_event`` making the AuditEvent it was configured with. Run in a fresh interpreter,
+    where the real AuditEvent is configured again after the misuse."""
+    if not COMPILED:
+        pytest.skip("the pure-Python read path is running: configure_events is not used")
+    seen = _run_isolated(CONFIGURE_EVENTS_MISUSE)
+    still = [True, list(range(15))]
+    assert seen == {
+        "dup": ["ValueError", "configure_events: a field named twice"],
+        "after_dup": still,
+        "exception_class": ["TypeError", "configure_events: a plain slotted class is expected"],
+        "after_exception_class": still,
+        "audited": [[True, "name", True]],
+    }
+
+
+#: The compiled module's entry points called directly in a sub-interpreter (where purposelimit
+#: runs the pure-Python read path): each must raise rather than work on the main interpreter's
+#: state (its AuditEvent class, its ContextVar); the main interpreter works before and after.
+SUB_INTERPRETER_ENTRY_POINTS = r'''
+import json
+import os
+import tempfile
+
+import _xxsubinterpreters as interpreters
+
+from purposelimit import ProcessingDenied, current_processing, processing
+from purposelimit._audit import AuditEvent
+
+sink = base.InMemoryAuditSink()
+engine = base.Engine(base.make_register(), clock=lambda: base.NOW, audit=base.Audit([sink]))
+record_ = base.lead()
+
+
+def check():
+    with processing("client.contract", actor="t", engine=engine):
+        scope = current_processing()
+        seen = [None if scope is None else scope.purpose, record_.name, record_.name]
+    seen.append(current_processing() is None)
+    try:
+        record_.name
+    except ProcessingDenied as error:
+        seen.append(error.reason.value)
+    return seen
+
+
+result = {"before": check()}
+report = os.path.join(tempfile.mkdtemp(), "sub.json")
+# Not isolated: it may import single-phase extension modules (3.12's default refuses them).
+interpreter = interpreters.create(isolated=False)
+interpreters.run_string(
+    interpreter,
+    f"""
+import json, sys
+sys.path[:0] = {sys.path!r}
+import attrs
+import purposelimit._audit as audit_module
+import purposelimit._speedups as speedups
+
+
+def attempt(action):
+    try:
+        made = action()
+    except BaseException as error:
+        return ["raised", type(error).__name__, str(error)]
+    return ["made", type(made).__qualname__]
+
+
+count = len(attrs.fields(audit_module.AuditEvent))
+block = speedups.Block()
+seen = {{
+    "main": speedups.in_main_interpreter(),
+    "new_event": attempt(lambda: speedups.new_event(*[None] * count)),
+    "enter": attempt(block.__enter__),
+    "exit": attempt(lambda: block.__exit__(None, None, None)),
+}}
+with open({report!r}, "w") as out:
+    json.dump(seen, out)
+""",
+)
+with open(report) as out:
+    result["sub"] = json.load(out)
+result["after_calls"] = check()
+interpreters.destroy(interpreter)
+result["after_destroy"] = check()
+result["events"] = [[type(e) is AuditEvent, e.field, e.allowed] for e in sink.events]
+print(json.dumps(result))
+'''
+
+
+def test_compiled_entry_points_refuse_a_sub_interpreter() -> None:
+    """In a sub-interpreter (``_xxsubinterpreters``, not isolated), calling the compiled
+    module's ``new_event``, ``Block.__enter__`` or ``Block.__exit__`` directly raises — the
+    ImportError "runs in the main interpreter only" when the main interpreter configured the
+    module, the RuntimeError "not configured" when it runs the pure-Python path — instead of
+    making the main interpreter's AuditEvent or setting its ContextVar; the main interpreter
+    keeps working (blocks, reads, audit events) after the calls and after the sub-interpreter
+    is destroyed. Run in a fresh interpreter (a crash fails the test)."""
+    if importlib.util.find_spec("_xxsubinterpreters") is None:
+        pytest.skip("_xxsubinterpreters is not available in this Python")
+    if not BUILT:
+        pytest.skip("purposelimit._speedups is not built: no compiled entry point to call")
+    result = _run_isolated(SUB_INTERPRETER_ENTRY_POINTS)
+    if COMPILED:
+        main_only = [
+            "raised",
+            "ImportError",
+            "purposelimit._speedups runs in the main interpreter only",
+        ]
+        refused = {"new_event": main_only, "enter": main_only, "exit": main_only}
+    else:
+        not_configured = ["raised", "RuntimeError", "purposelimit._speedups is not configured"]
+        refused = {
+            "new_event": ["raised", "RuntimeError", "configure_events() comes first"],
+            "enter": not_configured,
+            "exit": not_configured,
+        }
+    working = ["client.contract", "Ada", "Ada", True, "no-purpose"]
+    assert result == {
+        "before": working,
+        "sub": {"main": False, **refused},
+        "after_calls": working,
+        "after_destroy": working,
+        "events": [[True, "name", True]] * 6,  # a read outside any block: the fallback audit
+    }
+
+
+def test_a_guard_copies_as_itself_and_refuses_to_pickle(engine: Engine) -> None:
+    """``copy.copy`` and ``copy.deepcopy`` of a guard return the guard itself (it is part of its
+    record class), so a deep copy of a memo tuple works and still names its field's guard;
+    ``pickle.dumps`` of a guard raises TypeError naming the record class and the field, with
+    every protocol — on both read paths."""
+    import copy
+
+    record_ = lead()
+    for field in ("name", "email"):
+        guard: Any = Lead.__dict__[field]
+        assert copy.copy(guard) is guard
+        assert copy.deepcopy(guard) is guard
+        assert copy.deepcopy([guard, (guard,)]) == [guard, (guard,)]
+        for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+            with pytest.raises(TypeError) as refused:
+                pickle.dumps(guard, protocol=protocol)
+            assert f"Lead.{field}" in str(refused.value)
+        with processing("client.contract", actor="a", engine=engine):
+            assert getattr(record_, field) in ("Ada", SECRET)
+        extra: Any = record_.field_tags
+        memo = extra.memo[guard.index]
+        assert memo[8] is guard
+        copied = copy.deepcopy(memo)
+        assert type(copied) is tuple
+        assert copied is not memo
+        assert len(copied) == len(memo)
+        assert copied[8] is guard
+        assert copied[1:5] == memo[1:5]
+        assert copied[6:8] == memo[6:8]
+        with processing("client.contract", actor="a", engine=engine):
+            assert getattr(record_, field) in ("Ada", SECRET)  # the memo is still the record's
+        assert extra.memo[guard.index] is memo

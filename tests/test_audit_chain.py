@@ -644,12 +644,17 @@ FAILING: dict[str, Callable[[Path], JsonLinesAuditSink | SQLiteAuditSink]] = {
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("how", list(FAILING))
 def test_fail_closed_denies_reads_that_cannot_be_audited(
-    tmp_path: Path, how: str, mode: Any, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    how: str,
+    mode: Any,
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
 ) -> None:
     """With on_failure='fail-closed' a read whose audit entry cannot be written raises
     AuditError (in enforce and monitor mode alike); the failure is reported on the
     'purposelimit' logger, without the value or the subject."""
     sink = FAILING[how](tmp_path)
+    request.addfinalizer(sink.close)
     audit = Audit([sink], capacity=1, on_failure="fail-closed")
     engine = make_engine(audit)
     caplog.set_level(logging.ERROR, logger="purposelimit")
@@ -668,10 +673,14 @@ def test_fail_closed_denies_reads_that_cannot_be_audited(
 
 @pytest.mark.parametrize("how", list(FAILING))
 def test_continue_reads_on_and_keeps_the_entries_for_retry(
-    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    how: str,
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
 ) -> None:
     """With on_failure='continue' reads go on; each failure is reported and the events wait."""
     sink = FAILING[how](tmp_path)
+    request.addfinalizer(sink.close)
     audit = Audit([sink], capacity=1, on_failure="continue")
     engine = make_engine(audit)
     caplog.set_level(logging.ERROR, logger="purposelimit")

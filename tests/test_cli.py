@@ -1274,7 +1274,8 @@ def test_filter_reads_objections_and_withdrawals_from_a_registry(cli: Any, tmp_p
     b2c = run("prospection.email_b2c", tmp_path / "b2c.json")
     assert b2c["rows"]["kept"] == 1  # only Lucas's consent still stands
     assert b2c["reasons"]["consent-withdrawn"] == 1
-    assert open_store(f"sqlite:///{db}").version == version  # read, never written
+    with open_store(f"sqlite:///{db}") as reread:
+        assert reread.version == version  # read, never written
 
 
 def test_decide_reads_the_registry_at_every_request(cli: Any, tmp_path: Path) -> None:

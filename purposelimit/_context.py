@@ -524,15 +524,7 @@ class _PyBlock:
         # _activate() inlined for its common case: the cached Active still fits.
         cache = self._cache
         active = cache[1] if cache is not None and cache[0] is EPOCH.current else self._activate()
-        previous = _current_get()
-        if previous is not None:
-            nested = self._nested  # _under() inlined for its common case
-            if nested is not None and nested.previous is previous and nested.scope is active.scope:
-                active = nested
-            else:
-                active = self._under(active, previous)
-        active.token = _current_set(active)
-        return active.scope
+        return _enter_from(self, active)
 
     def __exit__(
         self,
@@ -554,11 +546,11 @@ class _PyBlock:
 
 
 def _enter_from(block: _PyBlock, active: Active) -> ProcessingScope:
-    """``_PyBlock.__enter__`` from the point where *active* is known (the compiled entry's
-    hand-over for an *active* that is not exactly an :class:`Active`)."""
+    """``_PyBlock.__enter__`` once *active* is known (also the compiled entry's hand-over
+    for an *active* that is not exactly an :class:`Active`): nest it, set it, return its scope."""
     previous = _current_get()
     if previous is not None:
-        nested = block._nested
+        nested = block._nested  # _under() inlined for its common case
         if nested is not None and nested.previous is previous and nested.scope is active.scope:
             active = nested
         else:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from _read_path_support import make_register
 
 from purposelimit._audit import Audit, InMemoryAuditSink
 from purposelimit._context import _CURRENT, current_processing, processing, set_engine
@@ -24,67 +25,17 @@ from purposelimit._engine import Engine
 from purposelimit._errors import ProcessingDenied
 from purposelimit._model import (
     Collection,
-    Compatibility,
     Consent,
-    DataCategory,
     Evidence,
-    Purpose,
     Reason,
-    Retention,
 )
 from purposelimit._records import TaggedRecord, personal, record
-from purposelimit._register import Register
 from purposelimit._store import InMemoryStore
 
 SECRET = "SECRET-VALUE-123"
 T0 = datetime(2026, 1, 10, tzinfo=UTC)
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 MODES = ("enforce", "monitor")
-
-
-def make_register() -> Register:
-    return Register(
-        [
-            Purpose(
-                "client.contract",
-                "Contracts",
-                "Managing contracts",
-                "contract",
-                Retention("P1Y"),
-                categories=["identity", "contact"],
-            ),
-            Purpose(
-                "prospection.postal",
-                "Postal offers",
-                "Offers by post",
-                "legitimate-interests",
-                Retention("P1Y"),
-                categories=["identity", "contact"],
-            ),
-            Purpose(
-                "newsletter.product",
-                "Product news",
-                "News by e-mail",
-                "consent",
-                Retention("P1Y"),
-                categories=["identity", "contact"],
-            ),
-        ],
-        [DataCategory("identity"), DataCategory("contact"), DataCategory("contact.email")],
-        [
-            Compatibility(
-                "contract-to-postal",
-                "client.contract",
-                "prospection.postal",
-                "compatible",
-                link="same customers",
-                context="told at checkout",
-                nature="name and address",
-                consequences="postal mail",
-                safeguards=["objection offered"],
-            )
-        ],
-    )
 
 
 @record

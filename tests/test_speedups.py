@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _read_path_support import make_register
 
 import purposelimit
 from purposelimit._audit import Audit, InMemoryAuditSink
@@ -92,51 +93,6 @@ OUT_OF_ORDER = (
     " exited while another processing block was active: blocks must exit in the reverse "
     "order of entry (a generator that yields inside a block leaves it open in its caller)"
 )
-
-
-def make_register() -> Register:
-    return Register(
-        [
-            Purpose(
-                "client.contract",
-                "Contracts",
-                "Managing contracts",
-                "contract",
-                Retention("P1Y"),
-                categories=["identity", "contact"],
-            ),
-            Purpose(
-                "prospection.postal",
-                "Postal offers",
-                "Offers by post",
-                "legitimate-interests",
-                Retention("P1Y"),
-                categories=["identity", "contact"],
-            ),
-            Purpose(
-                "newsletter.product",
-                "Product news",
-                "News by e-mail",
-                "consent",
-                Retention("P1Y"),
-                categories=["identity", "contact"],
-            ),
-        ],
-        [DataCategory("identity"), DataCategory("contact"), DataCategory("contact.email")],
-        [
-            Compatibility(
-                "contract-to-postal",
-                "client.contract",
-                "prospection.postal",
-                "compatible",
-                link="same customers",
-                context="told at checkout",
-                nature="name and address",
-                consequences="postal mail",
-                safeguards=["objection offered"],
-            )
-        ],
-    )
 
 
 @record
@@ -2222,7 +2178,10 @@ def test_exit_takes_keyword_arguments_and_has_a_signature(
 
 #: Importing purposelimit in a sub-interpreter, then using it in the main one, before and
 #: after the sub-interpreter is destroyed.
-SUB_INTERPRETER = r'''
+#: What the sub-interpreter scripts share: a block and a record in the main interpreter,
+#: `check()` (a block binds, reads are allowed inside and denied outside), and how a script
+#: runs code in a sub-interpreter and reads back what that code dumps as JSON to `report`.
+SUB_INTERPRETER_PRELUDE = r'''
 import json
 import os
 import tempfile
@@ -2231,6 +2190,7 @@ import _xxsubinterpreters as interpreters
 
 import purposelimit
 from purposelimit import ProcessingDenied, current_processing, processing
+from purposelimit._audit import AuditEvent
 from purposelimit._context import _CURRENT
 
 sink = base.InMemoryAuditSink()
@@ -2238,11 +2198,12 @@ engine = base.Engine(base.make_register(), clock=lambda: base.NOW, audit=base.Au
 record_ = base.lead()
 
 
-def check():
+def check(email=False):
     with processing("client.contract", actor="t", engine=engine):
         scope = current_processing()
         seen = [None if scope is None else scope.purpose, record_.name, record_.name]
-        seen.append(record_.email)
+        if email:
+            seen.append(record_.email)
     seen.append(current_processing() is None)
     try:
         record_.name
@@ -2251,26 +2212,38 @@ def check():
     return seen
 
 
-result = {"main_compiled": purposelimit.COMPILED, "before": check()}
-report = os.path.join(tempfile.mkdtemp(), "sub.json")
-# Not isolated: it may import single-phase extension modules (3.12's default refuses them).
-interpreter = interpreters.create(isolated=False)
-interpreters.run_string(
+def new_interpreter():
+    # Not isolated: it may import single-phase extension modules (3.12's default refuses them).
+    return interpreters.create(isolated=False)
+
+
+def run_in(interpreter, code):
+    """Run *code* in *interpreter* on this sys.path; return what it dumps to `report`."""
+    report = os.path.join(tempfile.mkdtemp(), "sub.json")
+    setup = f"import json, sys\nsys.path[:0] = {sys.path!r}\nreport = {report!r}\n"
+    interpreters.run_string(interpreter, setup + code)
+    with open(report) as out:
+        return json.load(out)
+'''
+
+
+SUB_INTERPRETER = (
+    SUB_INTERPRETER_PRELUDE
+    + r'''
+result = {"main_compiled": purposelimit.COMPILED, "before": check(email=True)}
+interpreter = new_interpreter()
+result["sub"] = run_in(
     interpreter,
-    f"""
-import json, sys
-sys.path[:0] = {sys.path!r}
+    """
 import purposelimit
 from purposelimit._context import SPEEDUPS
-with open({report!r}, "w") as out:
+with open(report, "w") as out:
     json.dump([purposelimit.COMPILED, SPEEDUPS is not None], out)
 """,
 )
-with open(report) as out:
-    result["sub"] = json.load(out)
-result["after_import"] = check()
+result["after_import"] = check(email=True)
 interpreters.destroy(interpreter)
-result["after_destroy"] = check()
+result["after_destroy"] = check(email=True)
 garbage = [bytearray(200) for _ in range(20000)]
 active = processing("client.contract", actor="t", engine=engine)._activate()
 token = _CURRENT.set(active)
@@ -2281,6 +2254,7 @@ finally:
 result["main_compiled_after"] = purposelimit.COMPILED
 print(json.dumps(result))
 '''
+)
 
 
 def test_a_sub_interpreter_importing_purposelimit_leaves_the_main_one_working() -> None:
@@ -2984,42 +2958,14 @@ def test_configure_events_refuses_a_field_named_twice_and_an_unusual_class() -> 
 #: The compiled module's entry points called directly in a sub-interpreter (where purposelimit
 #: runs the pure-Python read path): each must raise rather than work on the main interpreter's
 #: state (its AuditEvent class, its ContextVar); the main interpreter works before and after.
-SUB_INTERPRETER_ENTRY_POINTS = r'''
-import json
-import os
-import tempfile
-
-import _xxsubinterpreters as interpreters
-
-from purposelimit import ProcessingDenied, current_processing, processing
-from purposelimit._audit import AuditEvent
-
-sink = base.InMemoryAuditSink()
-engine = base.Engine(base.make_register(), clock=lambda: base.NOW, audit=base.Audit([sink]))
-record_ = base.lead()
-
-
-def check():
-    with processing("client.contract", actor="t", engine=engine):
-        scope = current_processing()
-        seen = [None if scope is None else scope.purpose, record_.name, record_.name]
-    seen.append(current_processing() is None)
-    try:
-        record_.name
-    except ProcessingDenied as error:
-        seen.append(error.reason.value)
-    return seen
-
-
+SUB_INTERPRETER_ENTRY_POINTS = (
+    SUB_INTERPRETER_PRELUDE
+    + r'''
 result = {"before": check()}
-report = os.path.join(tempfile.mkdtemp(), "sub.json")
-# Not isolated: it may import single-phase extension modules (3.12's default refuses them).
-interpreter = interpreters.create(isolated=False)
-interpreters.run_string(
+interpreter = new_interpreter()
+result["sub"] = run_in(
     interpreter,
-    f"""
-import json, sys
-sys.path[:0] = {sys.path!r}
+    """
 import attrs
 import purposelimit._audit as audit_module
 import purposelimit._speedups as speedups
@@ -3035,24 +2981,23 @@ def attempt(action):
 
 count = len(attrs.fields(audit_module.AuditEvent))
 block = speedups.Block()
-seen = {{
+seen = {
     "main": speedups.in_main_interpreter(),
     "new_event": attempt(lambda: speedups.new_event(*[None] * count)),
     "enter": attempt(block.__enter__),
     "exit": attempt(lambda: block.__exit__(None, None, None)),
-}}
-with open({report!r}, "w") as out:
+}
+with open(report, "w") as out:
     json.dump(seen, out)
 """,
 )
-with open(report) as out:
-    result["sub"] = json.load(out)
 result["after_calls"] = check()
 interpreters.destroy(interpreter)
 result["after_destroy"] = check()
 result["events"] = [[type(e) is AuditEvent, e.field, e.allowed] for e in sink.events]
 print(json.dumps(result))
 '''
+)
 
 
 def test_compiled_entry_points_refuse_a_sub_interpreter() -> None:
